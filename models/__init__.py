@@ -1,0 +1,1 @@
+"""Saliency networks: definition, training, export, evaluation; shipped models in zoo/."""

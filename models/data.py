@@ -1,0 +1,76 @@
+"""Eye-tracking datasets: images with human fixations, and a stable split held out by image.
+
+Format (../shared/data/README.md): `images.csv` (image,width,height,...) and `fixations.csv`
+(image,subject,x,y,duration_ms) with x, y continuous pixel coordinates in the stored image.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# The sets whose licences (MIT) allow training and redistribution of what we train.
+TRAINING_SETS = ("osie", "eyecrowd", "nus_scene500")
+VALIDATION_FRACTION = 0.15
+
+
+@dataclass(frozen=True)
+class FixationImage:
+    dataset: str
+    name: str
+    path: Path
+    width: int
+    height: int
+    fixations: np.ndarray  # (N, 2) float32 x, y in stored-image pixels
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/{self.name}"
+
+
+def load_dataset(root: Path, dataset: str) -> list[FixationImage]:
+    folder = root / dataset
+    points: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    with open(folder / "fixations.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            points[row["image"]].append((float(row["x"]), float(row["y"])))
+    images = []
+    with open(folder / "images.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            name = row["image"]
+            width, height = int(row["width"]), int(row["height"])
+            fix = np.asarray(points.get(name, []), np.float32).reshape(-1, 2)
+            inside = (
+                (fix[:, 0] >= 0) & (fix[:, 0] < width) & (fix[:, 1] >= 0) & (fix[:, 1] < height)
+            )
+            if inside.any():
+                images.append(
+                    FixationImage(
+                        dataset, name, folder / "images" / name, width, height, fix[inside]
+                    )
+                )
+    return images
+
+
+def load_fixation_sets(
+    root: Path, datasets: tuple[str, ...] = TRAINING_SETS
+) -> list[FixationImage]:
+    return [image for name in datasets for image in load_dataset(Path(root), name)]
+
+
+def is_validation(key: str, fraction: float = VALIDATION_FRACTION) -> bool:
+    """A fixed function of the image's name: the split never changes as sets are added."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def split(images: list[FixationImage]) -> tuple[list[FixationImage], list[FixationImage]]:
+    """(train, validation), held out by image."""
+    train = [im for im in images if not is_validation(im.key)]
+    val = [im for im in images if is_validation(im.key)]
+    return train, val

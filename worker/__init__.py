@@ -1,0 +1,1 @@
+"""cropworker: saliency-based image auto-cropping."""

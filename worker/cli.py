@@ -1,0 +1,194 @@
+"""The `cropworker` command line.
+
+    cropworker crop IMAGE... [--aspect 16:9,1:1,4:5,9:16] [--json] [--saliency-dir DIR] [--draw DIR]
+    cropworker demo [--out DIR]
+
+A bad image gives an error line for that image (and a non-zero exit status at the end); the
+other images are still processed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from . import crop, report
+from .backend import DEFAULT_MODEL, OnnxBackend
+from .decode import DecodedImage, decode_preview
+from .errors import CropworkerError, ImageError
+from .pipeline import Cropper, CropResult
+
+SAMPLES = Path("samples")
+PREVIEW_SIDE = 960
+EXIT_IMAGE_ERRORS = 1
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"CROPWORKER_{name}", default)
+
+
+@dataclass
+class Outcome:
+    """One image's result or the reason it was rejected."""
+
+    image: str
+    result: CropResult | None = None
+    decoded: DecodedImage | None = None
+    error: CropworkerError | OSError | None = None
+    data: bytes = b""
+
+    def to_json(self) -> dict[str, Any]:
+        if self.result is not None:
+            return self.result.to_json(self.image)
+        code = self.error.code if isinstance(self.error, CropworkerError) else "unreadable"
+        return {"image": self.image, "error": {"type": code, "message": str(self.error)}}
+
+
+def run_crops(cropper: Cropper, paths: Sequence[str]) -> Iterator[Outcome]:
+    """Crop the images at `paths`, in order, decoding and inferring up to a batch at a time."""
+    for start in range(0, len(paths), cropper.max_batch):
+        pending = []
+        for path in paths[start : start + cropper.max_batch]:
+            outcome = Outcome(path)
+            try:
+                outcome.data = Path(path).read_bytes()
+                outcome.decoded = cropper.decode(outcome.data)
+            except (ImageError, OSError) as exc:
+                outcome.error = exc
+            pending.append(outcome)
+        good = [o for o in pending if o.decoded is not None]
+        for outcome, result in zip(
+            good, cropper.crop_decoded([o.decoded for o in good if o.decoded]), strict=True
+        ):
+            outcome.result = result
+        yield from pending
+
+
+def format_text(outcome: Outcome) -> str:
+    if outcome.result is None:
+        return f"{outcome.image}: error: {outcome.to_json()['error']['message']}"
+    r = outcome.result
+    boxes = "  ".join(f"{name} {x},{y},{w}x{h}" for name, (x, y, w, h) in r.crops.items())
+    return f"{outcome.image} {r.width}x{r.height}  {boxes}"
+
+
+def draw(outcome: Outcome, out_dir: Path, limits: Any) -> str:
+    assert outcome.result is not None
+    picture = report.render(decode_preview(outcome.data, PREVIEW_SIDE, limits), outcome.result)
+    name = f"{Path(outcome.image).stem}.jpg"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out_dir / name), picture, [cv2.IMWRITE_JPEG_QUALITY, 88])
+    return name
+
+
+def crop_command(args: argparse.Namespace) -> int:
+    cropper = Cropper(OnnxBackend(args.model, threads=args.threads), aspects=args.aspect)
+    failures, entries = 0, []
+    for outcome in run_crops(cropper, args.images):
+        record = outcome.to_json()
+        print(json.dumps(record) if args.json else format_text(outcome), flush=True)
+        if outcome.result is None:
+            failures += 1
+            continue
+        if args.saliency_dir:
+            args.saliency_dir.mkdir(parents=True, exist_ok=True)
+            np.save(args.saliency_dir / f"{Path(outcome.image).stem}.npy", outcome.result.saliency)
+        if args.draw:
+            entries.append((outcome.image, draw(outcome, args.draw, cropper.limits), record))
+    if args.draw and entries:
+        print(f"report: {report.write_html(args.draw, entries)}", file=sys.stderr)
+    if failures:
+        print(f"{failures} of {len(args.images)} images failed", file=sys.stderr)
+    return EXIT_IMAGE_ERRORS if failures else 0
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    images = sorted(
+        str(p)
+        for p in args.samples.glob("*")
+        if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+    )
+    if not images:
+        print(f"no sample images in {args.samples}", file=sys.stderr)
+        return 2
+    args.images, args.json, args.saliency_dir, args.draw = images, True, None, args.out
+    return crop_command(args)
+
+
+def parse_aspects(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    for name in names:
+        try:
+            crop.parse_aspect(name)
+        except CropworkerError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+    if not names:
+        raise argparse.ArgumentTypeError("at least one aspect ratio is needed")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cropworker", description="Saliency-based auto-cropping.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--model",
+        default=_env("MODEL", DEFAULT_MODEL),
+        help="shipped model name or .onnx path (env CROPWORKER_MODEL; default %(default)s)",
+    )
+    common.add_argument(
+        "--threads",
+        type=int,
+        default=int(_env("THREADS", "1")),
+        help="inference threads (env CROPWORKER_THREADS; default %(default)s)",
+    )
+    common.add_argument(
+        "--aspect",
+        type=parse_aspects,
+        default=parse_aspects(_env("ASPECTS", ",".join(crop.DEFAULT_ASPECTS))),
+        help="comma-separated W:H list (env CROPWORKER_ASPECTS; default "
+        + ",".join(crop.DEFAULT_ASPECTS)
+        + ")",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("crop", parents=[common], help="crop image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--json", action="store_true", help="one JSON object per line per image")
+    p.add_argument("--saliency-dir", type=Path, help="write each saliency map as STEM.npy")
+    p.add_argument(
+        "--draw", type=Path, help="write pictures with heat map and boxes, and index.html"
+    )
+    p.set_defaults(func=crop_command)
+    d = sub.add_parser("demo", parents=[common], help="crop the sample images and write a report")
+    d.add_argument(
+        "--samples", type=Path, default=SAMPLES, help="folder of images (default samples/)"
+    )
+    d.add_argument("--out", type=Path, default=Path("out/report"), help="report folder")
+    d.set_defaults(func=demo_command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except CropworkerError as exc:
+        print(f"cropworker: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
