@@ -20,8 +20,9 @@ from typing import Any
 
 import cv2
 import numpy as np
+
 from cropworker import crop
-from cropworker.backend import OnnxBackend
+from cropworker.backend import OnnxBackend, resolve_model
 from cropworker.pipeline import Cropper
 
 from . import data, metrics
@@ -42,7 +43,8 @@ def centre_bias(images: list[data.FixationImage]) -> np.ndarray:
         np.add.at(hist, (ys, xs), 1.0 / len(im.fixations))
     blurred: np.ndarray = cv2.GaussianBlur(hist, (0, 0), 2.0)
     blurred /= blurred.sum()
-    return 0.99 * blurred + 0.01 / blurred.size  # never zero: one unexpected fixation is not -inf bits
+    # never zero: one unexpected fixation must not cost infinitely many bits
+    return 0.99 * blurred + 0.01 / blurred.size
 
 
 def to_pixels(density: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -118,8 +120,6 @@ def cost(model: str, runs: int = 60) -> dict[str, float]:
         start = time.perf_counter()
         backend.infer(x)
         times.append(time.perf_counter() - start)
-    from cropworker.backend import resolve_model
-
     return {
         "macs_256x192": int(meta["macs_256x192"]),
         "ms_per_image_1thread_256x192": 1000 * statistics.median(times),
@@ -203,16 +203,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="shipped model name or .onnx path")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fixations"))
+    parser.add_argument("--out-dir", type=Path, default=Path("models/zoo"),
+                        help="where NAME.md (the card) and NAME.json go (default models/zoo)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     report = evaluate(args.model, args.data)
     backend = OnnxBackend(args.model)
     config = dict(backend.session.get_modelmeta().custom_metadata_map)
-    from cropworker.backend import resolve_model
-
-    path = resolve_model(args.model)
-    path.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    path.with_suffix(".md").write_text(model_card(report, config))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / f"{backend.info.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out_dir / f"{backend.info.name}.md").write_text(model_card(report, config))
     print(json.dumps(report, indent=2))
 
 

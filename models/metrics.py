@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
 from cropworker import crop
 
 # Fixation maps for CC are blurred by about one degree of visual angle; in the fixation sets here

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from cropworker.decode import decode_image
 
 from . import data, net

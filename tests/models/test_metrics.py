@@ -9,8 +9,9 @@ from hypothesis.extra.numpy import arrays
 from cropworker import crop
 from cropworker_models import metrics
 
-small_maps = arrays(np.float64, st.tuples(st.integers(2, 12), st.integers(2, 12)),
-                    elements=st.floats(0, 1))
+small_maps = arrays(
+    np.float64, st.tuples(st.integers(2, 12), st.integers(2, 12)), elements=st.floats(0, 1)
+)
 
 
 def fixations_in(shape: tuple[int, int], points: list[tuple[int, int]]) -> np.ndarray:
@@ -40,13 +41,20 @@ def auc_judd_brute_force(saliency: np.ndarray, fixations: np.ndarray) -> float:
 def test_auc_judd_agrees_with_brute_force(saliency: np.ndarray, data: st.DataObject) -> None:
     h, w = saliency.shape
     # distinct fixated pixels: with repeated pixels the two ROC constructions legitimately differ
-    cells = data.draw(st.lists(st.tuples(st.integers(0, h - 1), st.integers(0, w - 1)),
-                               min_size=1, max_size=h * w - 1, unique=True))
+    cells = data.draw(
+        st.lists(
+            st.tuples(st.integers(0, h - 1), st.integers(0, w - 1)),
+            min_size=1,
+            max_size=h * w - 1,
+            unique=True,
+        )
+    )
     # distinct values: Judd's curve steps one fixation at a time, ties make it ambiguous
     saliency = saliency + np.arange(saliency.size).reshape(saliency.shape) * 1e-9
     fix = fixations_in((h, w), cells)
-    assert metrics.auc_judd(saliency, fix) == pytest.approx(auc_judd_brute_force(saliency, fix),
-                                                            abs=1e-9)
+    assert metrics.auc_judd(saliency, fix) == pytest.approx(
+        auc_judd_brute_force(saliency, fix), abs=1e-9
+    )
 
 
 def test_auc_judd_extremes() -> None:
@@ -65,7 +73,8 @@ def test_nss() -> None:
     saliency[5, 5] = 1.0
     # standardised value at the peak: (1 - 0.01) / std, std = sqrt(0.01 * 0.99)
     assert metrics.nss(saliency, fixations_in((10, 10), [(5, 5)])) == pytest.approx(
-        0.99 / np.sqrt(0.0099))
+        0.99 / np.sqrt(0.0099)
+    )
     assert metrics.nss(np.ones((4, 4)), fixations_in((4, 4), [(1, 1)])) == 0.0
 
 
@@ -92,14 +101,20 @@ def test_fixation_share() -> None:
     assert metrics.fixation_share((0, 0, 11, 11), fix) == 1.0
 
 
-@given(st.lists(st.tuples(st.floats(0, 199.99), st.floats(0, 99.99)), min_size=1, max_size=40),
-       st.sampled_from(["1:1", "9:16", "16:9", "4:5"]))
-def test_best_fixation_crop_is_the_best_position(points: list[tuple[float, float]],
-                                                 aspect_text: str) -> None:
+@given(
+    st.lists(st.tuples(st.floats(0, 199.99), st.floats(0, 99.99)), min_size=1, max_size=40),
+    st.sampled_from(["1:1", "9:16", "16:9", "4:5"]),
+)
+def test_best_fixation_crop_is_the_best_position(
+    points: list[tuple[float, float]], aspect_text: str
+) -> None:
     fix = np.array(points, np.float32)
     aspect = crop.parse_aspect(aspect_text)
     best = metrics.best_fixation_crop(fix, 200, 100, aspect)
     bw, bh = crop.box_size(200, 100, aspect)
-    others = [metrics.fixation_share((x, y, bw, bh), fix)
-              for x in range(200 - bw + 1) for y in range(100 - bh + 1)]
+    others = [
+        metrics.fixation_share((x, y, bw, bh), fix)
+        for x in range(200 - bw + 1)
+        for y in range(100 - bh + 1)
+    ]
     assert metrics.fixation_share(best, fix) == pytest.approx(max(others))

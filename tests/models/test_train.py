@@ -50,8 +50,10 @@ def test_head_learns_where_the_fixations_are() -> None:
             signal = torch.zeros(24 * 32).index_add_(0, cells, torch.ones(len(cells)))
             signal = signal.reshape(1, 1, 24, 32)
             signal = torch.nn.functional.avg_pool2d(signal, 5, 1, 2)[0]
-            taps[(im.key, flip)] = [torch.cat([signal, torch.randn(1, 24, 32)]).half(),
-                                    torch.randn(3, 12, 16).half()]
+            taps[(im.key, flip)] = [
+                torch.cat([signal, torch.randn(1, 24, 32)]).half(),
+                torch.randn(3, 12, 16).half(),
+            ]
     head = net.Head(config, [2, 3])
     before = train.evaluate(head, images[40:], taps)
     optimiser = torch.optim.Adam(head.parameters(), lr=1e-2)

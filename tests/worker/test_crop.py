@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cropworker import crop
-from cropworker.errors import AspectError
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+
+from cropworker import crop
+from cropworker.errors import AspectError
 
 sizes = st.integers(1, 5000)
 aspects = st.sampled_from(["16:9", "1:1", "4:5", "9:16", "3:1", "1:3", "2.39:1"])

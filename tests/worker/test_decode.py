@@ -6,6 +6,10 @@ import zlib
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
 from cropworker import errors
 from cropworker.decode import (
     DecodeLimits,
@@ -15,10 +19,6 @@ from cropworker.decode import (
     model_input_size,
 )
 from cropworker.probe import probe
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from PIL import Image
-
 from tests.images import encode, gradient, jpeg_with_orientation, photo
 
 LONG_SIDE = 256
