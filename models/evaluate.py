@@ -203,8 +203,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="shipped model name or .onnx path")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fixations"))
-    parser.add_argument("--out-dir", type=Path, default=Path("models/zoo"),
-                        help="where NAME.md (the card) and NAME.json go (default models/zoo)")
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("models/zoo"),
+        help="where NAME.md (the card) and NAME.json go (default models/zoo)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     report = evaluate(args.model, args.data)
