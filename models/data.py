@@ -17,6 +17,8 @@ import numpy as np
 # The sets whose licences (MIT) allow training and redistribution of what we train.
 TRAINING_SETS = ("osie", "eyecrowd", "nus_scene500")
 VALIDATION_FRACTION = 0.15
+# Training images set aside for choices made while training (which pruned model to ship).
+DEV_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,12 @@ def is_validation(key: str, fraction: float = VALIDATION_FRACTION) -> bool:
     """A fixed function of the image's name: the split never changes as sets are added."""
     digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def is_dev(key: str, fraction: float = DEV_FRACTION) -> bool:
+    """Among training images, the dev subset: a differently salted hash, so it is independent of
+    the validation split."""
+    return is_validation(f"dev:{key}", fraction)
 
 
 def split(images: list[FixationImage]) -> tuple[list[FixationImage], list[FixationImage]]:

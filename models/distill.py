@@ -1,0 +1,196 @@
+"""Knowledge distillation: the student learns the teacher ensemble's predicted fixation density.
+
+Targets are the teacher's densities on every image available for training: the training split of
+the fixation sets and the unlabelled photos, each also mirrored. They are computed once through
+the exported teacher (ONNX Runtime) at the teacher's input size and resampled to the student's
+output grid. The loss is the cross-entropy to the teacher's distribution (KL divergence plus a
+constant), plus the fixation log-likelihood where human fixations exist. A dev split of the
+training images is kept out of distillation for choosing the pruned model (prune.py); the
+validation split is never touched here.
+
+    python -m cropworker_models.distill --teacher cache/teacher.onnx --out cache/student.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import math
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from cropworker.decode import decode_image
+
+from . import data, student, train
+
+log = logging.getLogger(__name__)
+
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
+FIXATION_WEIGHT = 1.0  # weight of the human-fixation term next to the distillation term
+
+
+@dataclass
+class Example:
+    """One training image for the student: its input, the teacher's density over the student's
+    output grid, and, for labelled images, the fixation cells on that grid."""
+
+    image: np.ndarray  # (H, W, 3) uint8 at the student's input size
+    target: torch.Tensor  # (h, w) float16 probabilities
+    cells: torch.Tensor | None
+
+
+def photos(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
+
+
+def teacher_targets(
+    teacher: Path, sources: list[tuple[str, bytes]], long_side: int, stride: int, cache: Path
+) -> dict[tuple[str, bool], Example]:
+    """Teacher densities for every source image and its mirror, cached on disk."""
+    tag = hashlib.sha256(
+        repr(
+            (teacher.stat().st_size, teacher.stat().st_mtime_ns, long_side, [k for k, _ in sources])
+        ).encode()
+    ).hexdigest()[:16]
+    path = cache / f"distill-{tag}.pt"
+    if path.exists():
+        cached: dict[tuple[str, bool], Example] = torch.load(path, weights_only=False)
+        return cached
+    from cropworker.backend import OnnxBackend
+
+    backend = OnnxBackend(str(teacher), threads=2)
+    out: dict[tuple[str, bool], Example] = {}
+    start = time.monotonic()
+    for n, (key, raw) in enumerate(sources):
+        small = decode_image(raw, long_side).rgb
+        big = decode_image(raw, backend.info.long_side).rgb
+        logp = backend.infer(np.stack([big, big[:, ::-1]]))
+        h, w = small.shape[0] // stride, small.shape[1] // stride
+        for flip in (False, True):
+            p = cv2.resize(np.exp(logp[int(flip)]), (w, h), interpolation=cv2.INTER_AREA)
+            image = small[:, ::-1].copy() if flip else small
+            out[(key, flip)] = Example(image, torch.from_numpy(p / p.sum()).half(), None)
+        if n % 250 == 0:
+            log.info("teacher targets %d/%d (%.0f s)", n, len(sources), time.monotonic() - start)
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(out, path)
+    return out
+
+
+def training_set(
+    teacher: Path, data_root: Path, photo_root: Path, long_side: int, stride: int, cache: Path
+) -> list[Example]:
+    train_set, _ = data.split(data.load_fixation_sets(data_root))
+    labelled = [im for im in train_set if not data.is_dev(im.key)]
+    sources = [(im.key, im.path.read_bytes()) for im in labelled]
+    sources += [(f"photos/{p.name}", p.read_bytes()) for p in photos(photo_root)]
+    examples = teacher_targets(teacher, sources, long_side, stride, cache)
+    for im in labelled:
+        for flip in (False, True):
+            ex = examples[(im.key, flip)]
+            h, w = ex.target.shape
+            ex.cells = train.fixation_cells(im, (h, w), flip)
+    log.info(
+        "%d distillation examples (%d labelled images, %d photos, mirrored)",
+        len(examples),
+        len(labelled),
+        len(sources) - len(labelled),
+    )
+    return list(examples.values())
+
+
+def batches(examples: list[Example], size: int, rng: random.Random) -> list[list[Example]]:
+    by_shape: dict[tuple[int, ...], list[Example]] = defaultdict(list)
+    for ex in examples:
+        by_shape[ex.image.shape].append(ex)
+    out = []
+    for group in by_shape.values():
+        rng.shuffle(group)
+        out += [group[i : i + size] for i in range(0, len(group), size)]
+    rng.shuffle(out)
+    return out
+
+
+def loss(model: torch.nn.Module, batch: list[Example]) -> torch.Tensor:
+    """Cross-entropy to the teacher (nats) + FIXATION_WEIGHT x fixation NLL (nats over uniform)."""
+    logp: torch.Tensor = model(torch.from_numpy(np.stack([ex.image for ex in batch])))
+    target = torch.stack([ex.target for ex in batch]).float()
+    total = -(target * logp).sum(dim=(1, 2)).mean()
+    labelled = [i for i, ex in enumerate(batch) if ex.cells is not None]
+    if labelled:
+        cells = [batch[i].cells for i in labelled]
+        bits = train.log_likelihood_bits(logp[labelled], [c for c in cells if c is not None])
+        total = total - FIXATION_WEIGHT * bits * math.log(2) * len(labelled) / len(batch)
+    return total
+
+
+def fit(
+    model: torch.nn.Module,
+    examples: list[Example],
+    steps: int,
+    lr: float,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> float:
+    """`steps` Adam steps with a cosine schedule; returns the mean loss of the last 50."""
+    rng = random.Random(seed)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+    model.train()
+    recent: list[float] = []
+    queue: list[list[Example]] = []
+    for step in range(steps):
+        if not queue:
+            queue = batches(examples, batch_size, rng)
+        value = loss(model, queue.pop())
+        optimiser.zero_grad()
+        value.backward()  # type: ignore[no-untyped-call]
+        optimiser.step()
+        schedule.step()
+        recent = [*recent, float(value.detach())][-50:]
+        if step % 50 == 0:
+            log.info("step %d/%d loss %.4f", step, steps, np.mean(recent))
+    model.eval()
+    return float(np.mean(recent))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--teacher", type=Path, default=Path("cache/teacher.onnx"))
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/fixations"))
+    parser.add_argument("--photos", type=Path, default=Path("../shared/data/photos"))
+    parser.add_argument("--cache", type=Path, default=Path("cache"))
+    parser.add_argument("--out", type=Path, default=Path("cache/student.pt"))
+    parser.add_argument("--init", type=Path, help="continue from a student checkpoint (else lite0)")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    model = student.load(args.init).train() if args.init else student.from_lite0()
+    examples = training_set(
+        args.teacher,
+        args.data,
+        args.photos,
+        model.config.long_side,
+        model.config.output_stride,
+        args.cache,
+    )
+    final = fit(model, examples, args.steps, args.lr)
+    log.info("distilled: final loss %.4f", final)
+    torch.save(
+        {"config": model.config, "specs": model.specs, "state": model.state_dict()}, args.out
+    )
+
+
+if __name__ == "__main__":
+    main()

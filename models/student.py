@@ -1,0 +1,215 @@
+"""The student: a small inverted-residual network whose every block can lose feature maps.
+
+It starts as EfficientNet-Lite0's trunk (ImageNet weights) at a smaller input, with the same
+readout head as the vanilla model, and is trained end to end on the teacher's predictions
+(distill.py). Fisher pruning (prune.py) then removes the expanded feature maps inside the
+blocks, the bulk of the cost, through a per-block mask; `compact()` finally slices the pruned
+maps out of the weights, so the exported network is genuinely smaller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import net
+
+# The student starts as all 16 lite0 blocks; the readout reads the ends of the stride-8, stride-16
+# and stride-32 stages. Pruning decides what of it is worth its cost.
+LITE0_BLOCKS = tuple(range(16))
+TAPS = (4, 10, 15)
+CONFIG = net.SaliencyNetConfig(
+    name="student", version="1", backbone="lite0-student", long_side=192, taps=TAPS, readout=(16,)
+)
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    cin: int
+    mid: int  # expanded width: the prunable feature maps
+    cout: int
+    kernel: int
+    stride: int
+    expand: bool  # False: the block works on its input directly (mid == cin, not prunable)
+
+    @property
+    def skip(self) -> bool:
+        return self.stride == 1 and self.cin == self.cout
+
+
+def same_pad(kernel: int, stride: int) -> tuple[int, int, int, int]:
+    """TensorFlow 'SAME' padding (left, right, top, bottom) for even input sizes: what the
+    ImageNet weights were trained with."""
+    total = kernel - stride
+    return total // 2, total - total // 2, total // 2, total - total // 2
+
+
+class Block(nn.Module):
+    def __init__(self, spec: BlockSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        if spec.expand:
+            self.expand = nn.Sequential(
+                nn.Conv2d(spec.cin, spec.mid, 1, bias=False),
+                nn.BatchNorm2d(spec.mid, eps=1e-3),
+                nn.ReLU6(),
+            )
+        self.pad = same_pad(spec.kernel, spec.stride)
+        self.depthwise = nn.Conv2d(
+            spec.mid, spec.mid, spec.kernel, spec.stride, groups=spec.mid, bias=False
+        )
+        self.bn = nn.BatchNorm2d(spec.mid, eps=1e-3)
+        self.project = nn.Sequential(
+            nn.Conv2d(spec.mid, spec.cout, 1, bias=False), nn.BatchNorm2d(spec.cout, eps=1e-3)
+        )
+        self.mask: torch.Tensor
+        self.register_buffer("mask", torch.ones(spec.mid))
+        self.activation: torch.Tensor | None = None  # kept for Fisher pruning when recording
+        self.record = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.expand(x) if self.spec.expand else x
+        h = F.relu6(self.bn(self.depthwise(F.pad(h, self.pad))))
+        h = h * self.mask.view(1, -1, 1, 1)
+        if self.record and h.requires_grad:
+            h.retain_grad()
+            self.activation = h
+        out: torch.Tensor = self.project(h)
+        return out + x if self.spec.skip else out
+
+
+class Student(nn.Module):
+    def __init__(self, config: net.SaliencyNetConfig, specs: list[BlockSpec]) -> None:
+        super().__init__()
+        self.config = config
+        self.specs = specs
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, specs[0].cin, 3, 2, bias=False),
+            nn.BatchNorm2d(specs[0].cin, eps=1e-3),
+            nn.ReLU6(),
+        )
+        self.blocks = nn.ModuleList(Block(s) for s in specs)
+        self.head = net.Head(config, [specs[i].cout for i in config.taps])
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.permute(0, 3, 1, 2).float()
+        x = (x / 255.0 - self.config.mean) / self.config.std
+        x = self.stem(F.pad(x, same_pad(3, 2)))
+        taps = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.config.taps:
+                taps.append(x)
+        out: torch.Tensor = self.head(taps)
+        return out
+
+    def prunable(self) -> list[Block]:
+        return [b for b in self.blocks if isinstance(b, Block) and b.spec.expand]
+
+
+def from_lite0(config: net.SaliencyNetConfig = CONFIG) -> Student:
+    """A student initialised with EfficientNet-Lite0's ImageNet weights."""
+    lite = net.build_backbone(net.SaliencyNetConfig(backbone="efficientnet-lite0"))
+    specs = []
+    for i in LITE0_BLOCKS:
+        b = lite._blocks[i]
+        expand = b._block_args.expand_ratio != 1
+        mid = b._depthwise_conv.out_channels
+        cin = b._expand_conv.in_channels if expand else mid
+        stride = b._depthwise_conv.stride[0]
+        specs.append(
+            BlockSpec(
+                cin,
+                mid,
+                b._project_conv.out_channels,
+                b._depthwise_conv.kernel_size[0],
+                stride,
+                expand,
+            )
+        )
+    student = Student(config, specs)
+    student.stem.load_state_dict(
+        {
+            "0.weight": lite._conv_stem.weight,
+            **{f"1.{k}": v for k, v in lite._bn0.state_dict().items()},
+        }
+    )
+    for block, i in zip(student.blocks, LITE0_BLOCKS, strict=True):
+        _copy_block(lite._blocks[i], block)
+    return student
+
+
+def _copy_block(source: Any, block: nn.Module) -> None:
+    assert isinstance(block, Block)
+    if block.spec.expand:
+        block.expand[0].load_state_dict(source._expand_conv.state_dict())
+        block.expand[1].load_state_dict(source._bn0.state_dict())
+    block.depthwise.load_state_dict(source._depthwise_conv.state_dict())
+    block.bn.load_state_dict(source._bn1.state_dict())
+    block.project[0].load_state_dict(source._project_conv.state_dict())
+    block.project[1].load_state_dict(source._bn2.state_dict())
+
+
+def compact(student: Student) -> Student:
+    """A copy without the masked-out feature maps (same function, fewer weights)."""
+    specs, blocks = [], []
+    for block in student.blocks:
+        assert isinstance(block, Block)
+        keep = torch.nonzero(block.mask).flatten() if block.spec.expand else None
+        spec = replace(block.spec, mid=len(keep)) if keep is not None else block.spec
+        specs.append(spec)
+        blocks.append((block, keep))
+    small = Student(student.config, specs)
+    small.stem.load_state_dict(student.stem.state_dict())
+    small.head.load_state_dict(student.head.state_dict())
+    for (old, keep), new in zip(blocks, small.blocks, strict=True):
+        assert isinstance(new, Block)
+        state = old.state_dict()
+        if keep is not None:
+            for name, value in list(state.items()):
+                if name.startswith(("expand.", "depthwise.", "bn.")) and value.ndim >= 1:
+                    state[name] = value[keep]
+                elif name == "project.0.weight":
+                    state[name] = value[:, keep]
+                elif name == "mask":
+                    state[name] = value[keep]
+        new.load_state_dict(state)
+    return small.train(student.training)
+
+
+def macs_per_map(student: Student, height: int, width: int) -> dict[int, float]:
+    """For each prunable block (by index), the MACs one of its feature maps costs at this input."""
+    sizes: dict[int, tuple[int, int, int, int]] = {}
+    hooks = []
+    for i, block in enumerate(student.blocks):
+
+        def hook(
+            module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor, i: int = i
+        ) -> None:
+            sizes[i] = (*inputs[0].shape[-2:], *out.shape[-2:])
+
+        hooks.append(block.register_forward_hook(hook))
+    with torch.no_grad():
+        student(torch.zeros(1, height, width, 3, dtype=torch.uint8))
+    for h in hooks:
+        h.remove()
+    cost: dict[int, float] = {}
+    for i, block in enumerate(student.blocks):
+        assert isinstance(block, Block)
+        if block.spec.expand:
+            hi, wi, ho, wo = sizes[i]
+            s = block.spec
+            cost[i] = hi * wi * s.cin + ho * wo * s.kernel**2 + ho * wo * s.cout
+    return cost
+
+
+def load(path: Path) -> Student:
+    state = torch.load(path, weights_only=False)
+    model = Student(state["config"], state["specs"])
+    model.load_state_dict(state["state"])
+    return model.eval()

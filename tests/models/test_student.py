@@ -1,0 +1,141 @@
+"""The student, distillation and Fisher pruning on generated data (a smoke test of the pipeline
+and the properties each step relies on)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from cropworker_models import data, distill, net, prune, student  # noqa: E402
+
+pytestmark = pytest.mark.train
+
+
+@pytest.fixture(scope="module")
+def lite0_student() -> student.Student:
+    return student.from_lite0().eval()
+
+
+def test_student_starts_as_the_lite0_trunk(lite0_student: student.Student) -> None:
+    trunk = net.Trunk(net.build_backbone(net.SaliencyNetConfig()), student.TAPS).eval()
+    x = torch.randint(0, 256, (1, 96, 128, 3), dtype=torch.uint8)
+    normalised = (x.permute(0, 3, 1, 2).float() / 255 - 0.498) / 0.502
+    with torch.no_grad():
+        expected = trunk(normalised)
+        h = lite0_student.stem(torch.nn.functional.pad(normalised, student.same_pad(3, 2)))
+        got = []
+        for i, block in enumerate(lite0_student.blocks):
+            h = block(h)
+            if i in student.TAPS:
+                got.append(h)
+    for e, g in zip(expected, got, strict=True):
+        assert torch.allclose(e, g, atol=1e-5)
+
+
+def test_compact_keeps_the_function_and_drops_the_weights(lite0_student: student.Student) -> None:
+    model = student.from_lite0().eval()
+    generator = torch.Generator().manual_seed(0)
+    for block in model.prunable():
+        block.mask[torch.rand(block.spec.mid, generator=generator) < 0.6] = 0
+    x = torch.randint(0, 256, (2, 64, 96, 3), dtype=torch.uint8)
+    small = student.compact(model)
+    with torch.no_grad():
+        assert torch.allclose(model(x), small(x), atol=1e-4)
+    assert prune.macs(small) < 0.6 * prune.macs(lite0_student)
+    for block, spec in zip(small.prunable(), [b.spec for b in model.prunable()], strict=True):
+        assert block.spec.mid < spec.mid
+        assert block.depthwise.weight.shape[0] == block.spec.mid
+
+
+def test_macs_per_map_matches_the_measured_saving(lite0_student: student.Student) -> None:
+    cost = student.macs_per_map(lite0_student, 144, 192)
+    model = student.from_lite0()
+    block = 6
+    model.blocks[block].mask[:10] = 0
+    saved = prune.macs(lite0_student) - prune.macs(student.compact(model))
+    assert saved == 10 * cost[block]
+
+
+def test_fisher_prefers_maps_that_do_not_matter() -> None:
+    """A map whose activation is always zero has Δ = 0, and with β = 0 the map removed is one
+    with the smallest Δ."""
+    model = student.from_lite0()
+    pruner = prune.FisherPruner(model, beta=0.0)
+    dead = 7
+    target = model.blocks[dead]
+    with torch.no_grad():  # kill map 3 of block 7: zero depthwise weights and BN shift
+        target.depthwise.weight[3] = 0
+        target.bn.bias[3] = -10
+    model.train()
+    x = torch.randint(0, 256, (4, 64, 96, 3), dtype=torch.uint8)
+    model(x).logsumexp(dim=(1, 2)).sum().backward()  # any loss that depends on every map
+    pruner.accumulate(4)
+    assert float(pruner.fisher[dead][3]) == 0.0
+    assert float(pruner.fisher[dead].max()) > 0.0
+    pruner.remove(1)
+    removed = [
+        (i, c) for i, b in pruner.blocks.items() for c in torch.nonzero(b.mask == 0).flatten()
+    ]
+    assert len(removed) == 1
+    smallest = min(float(f.min()) for f in pruner.fisher.values())
+    assert float(pruner.fisher[removed[0][0]][removed[0][1]]) == smallest == 0.0
+
+
+def test_every_block_keeps_a_few_maps() -> None:
+    model = student.from_lite0()
+    pruner = prune.FisherPruner(model, beta=1.0)
+    pruner.remove(100_000)
+    assert all(int(b.mask.sum()) == prune.MIN_MAPS for b in model.prunable())
+
+
+def _fixation_image(tmp: Path, i: int, rng: np.random.Generator) -> data.FixationImage:
+    image = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    path = tmp / f"{i}.jpg"
+    cv2.imwrite(str(path), image)
+    fix = rng.uniform([0, 0], [127.9, 95.9], (20, 2)).astype(np.float32)
+    return data.FixationImage("synthetic", f"{i}.jpg", path, 128, 96, fix)
+
+
+def test_distill_and_prune_end_to_end(tmp_path: Path) -> None:
+    """A few distillation steps on generated images and targets, then Fisher pruning down to
+    the first milestone: the curve has both points, the pruned network is cheaper and runs."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = student.from_lite0()
+    examples = []
+    for _ in range(8):
+        h, w = 96 // 4, 128 // 4
+        target = torch.from_numpy(rng.dirichlet(np.ones(h * w)).reshape(h, w)).half()
+        image = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+        examples.append(distill.Example(image, target, torch.tensor([0, 5, h * w - 1])))
+    with torch.no_grad():
+        loss_before = float(distill.loss(model.eval(), examples[:4]))
+    distill.fit(model, examples, steps=6, lr=1e-3, batch_size=4)
+    with torch.no_grad():
+        assert float(distill.loss(model.eval(), examples[:4])) < loss_before
+    dev = [_fixation_image(tmp_path, i, rng) for i in range(3)]
+    curve = prune.prune(
+        model,
+        examples,
+        dev,
+        tmp_path / "prune",
+        beta=1.0,
+        maps_per_prune=64,
+        steps_between=1,
+        lr=1e-4,
+        floor_m=180,
+        milestones_m=(185,),
+    )
+    assert len(curve) == 2
+    assert curve[1]["macs"] <= 185e6 < curve[0]["macs"]
+    pruned = student.load(Path(curve[1]["checkpoint"]))
+    with torch.no_grad():
+        logp = pruned(torch.from_numpy(examples[0].image[None]))
+    assert torch.allclose(logp.exp().sum(), torch.tensor(1.0), atol=1e-4)
+    chosen = prune.pick(curve, teacher_nss=curve[0]["nss"], target_macs=190e6)
+    assert chosen["macs"] <= 190e6
