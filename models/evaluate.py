@@ -110,24 +110,40 @@ def evaluate(model: str, data_root: Path) -> dict[str, Any]:
     }
 
 
-def cost(model: str, runs: int = 60) -> dict[str, float]:
+def cost(model: str, runs: int = 40) -> dict[str, Any]:
+    """MACs and ONNX Runtime time per image (1 thread) at batch 1 and 8, at the model's input
+    for a 4:3 landscape photo."""
     backend = OnnxBackend(model, threads=1)
     meta = backend.session.get_modelmeta().custom_metadata_map
-    x = np.random.default_rng(0).integers(0, 256, (1, 192, 256, 3), dtype=np.uint8)
-    backend.warm_up([(256, 192)])
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        backend.infer(x)
-        times.append(time.perf_counter() - start)
-    return {
-        "macs_256x192": int(meta["macs_256x192"]),
-        "ms_per_image_1thread_256x192": 1000 * statistics.median(times),
-        "file_mb": resolve_model(model).stat().st_size / 1e6,
-    }
+    width, height = (int(v) for v in meta["macs_input"].split("x"))
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {"macs": int(meta["macs"]), "input": meta["macs_input"]}
+    for batch in (1, 8):
+        x = rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
+        backend.warm_up([(width, height)], batch)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            backend.infer(x)
+            times.append(time.perf_counter() - start)
+        out[f"ms_per_image_batch{batch}"] = 1000 * statistics.median(times) / batch
+    out["file_mb"] = resolve_model(model).stat().st_size / 1e6
+    return out
 
 
-def model_card(report: dict[str, Any], config: dict[str, str]) -> str:
+VANILLA_RECIPE = "\n".join(
+    [
+        "python -m cropworker_models.train --data ../shared/data/fixations --out cache/vanilla.pt",
+        "python -m cropworker_models.export cache/vanilla.pt models/zoo/vanilla.onnx",
+        "python -m cropworker_models.evaluate vanilla --data ../shared/data/fixations",
+    ]
+)
+
+
+def model_card(
+    report: dict[str, Any], config: dict[str, str], recipe: str = VANILLA_RECIPE, history: str = ""
+) -> str:
+    """The model card in Markdown; `history` is an extra section (how the model was made)."""
     s, c, k = report["saliency"], report["crops"], report["cost"]
     rows = "\n".join(
         f"| {name} | {v['model']:.3f} | {v['centre']:.3f} | {v['best']:.3f} | "
@@ -178,16 +194,15 @@ less than half of what the best box keeps.
 {rows}
 
 ## Cost
-- {k["macs_256x192"] / 1e6:.0f} M multiply-accumulates per 256x192 image (convolutions).
-- {k["ms_per_image_1thread_256x192"]:.1f} ms per image, ONNX Runtime, 1 thread, batch 1,
-  256x192 (median of 60 on the 2-core development machine; noisy, compare ratios).
+- {k["macs"] / 1e6:.1f} M multiply-accumulates per {k["input"]} input (a 4:3 photo; convolutions).
+- ONNX Runtime, 1 thread, {k["input"]}: {k["ms_per_image_batch1"]:.2f} ms per image at batch 1,
+  {k["ms_per_image_batch8"]:.2f} ms per image at batch 8 (medians on the 2-core development
+  machine; noisy, compare ratios measured in one run: `benchmarks/model_cost.py`).
 - {k["file_mb"]:.1f} MB ONNX file.
-
+{history}
 ## Reproduce
 ```
-python -m cropworker_models.train --data ../shared/data/fixations --out cache/vanilla.pt
-python -m cropworker_models.export cache/vanilla.pt models/zoo/vanilla.onnx
-python -m cropworker_models.evaluate models/zoo/vanilla.onnx --data ../shared/data/fixations
+{recipe}
 ```
 
 ## Limitations

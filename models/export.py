@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from cropworker.decode import decode_image, model_input_size
+
 from . import flops, net
 
 log = logging.getLogger(__name__)
@@ -61,8 +63,11 @@ def to_onnx(model: nn.Module, out: Path, extra_metadata: dict[str, str] | None =
         )
         proto = onnx.load(str(raw))
     metadata = {**net.config_of(model).metadata(), **(extra_metadata or {})}
-    metadata["macs_256x192"] = str(
-        flops.count_macs(model, torch.zeros(1, 192, 256, 3, dtype=torch.uint8))
+    # Cost at the model's own input for a 4:3 landscape photo, the common case.
+    width, height = model_input_size(4, 3, net.config_of(model).long_side)
+    metadata["macs_input"] = f"{width}x{height}"
+    metadata["macs"] = str(
+        flops.count_macs(model, torch.zeros(1, height, width, 3, dtype=torch.uint8))
     )
     onnx.helper.set_model_props(proto, metadata)
     onnx.checker.check_model(proto, full_check=True)
@@ -93,8 +98,6 @@ def check_against_torch(model: nn.Module, path: Path, seed: int = 0) -> float:
 def write_golden(model: nn.Module, image: Path, out: Path) -> None:
     """A real photo at the runtime's input size and PyTorch's output for it: the runtime's test
     suite checks every backend against this without needing torch."""
-    from cropworker.decode import decode_image
-
     rgb = decode_image(image.read_bytes(), net.config_of(model).long_side).rgb[None]
     with torch.no_grad():
         expected = model(torch.from_numpy(rgb)).numpy()
