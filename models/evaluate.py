@@ -140,8 +140,21 @@ VANILLA_RECIPE = "\n".join(
 )
 
 
+def frozen_backbone_architecture(config: dict[str, str]) -> str:
+    return f"""{config["backbone"]} (ImageNet weights, frozen), blocks {config["taps"]} tapped and
+read out by 1x1 convolutions ({config["readout"]} hidden channels), a Gaussian blur, a learned
+centre log-prior over normalised coordinates ({config["prior_grid"]} grid) and a softmax: a
+log-density over a grid at 1/{config["output_stride"]} of the input. Input: uint8 RGB with the
+long side {config["long_side"]} px and the short side keeping the aspect ratio (multiple of 32).
+The DeepGaze II recipe (Kümmerer et al. 2017), trained with the fixation log-likelihood."""
+
+
 def model_card(
-    report: dict[str, Any], config: dict[str, str], recipe: str = VANILLA_RECIPE, history: str = ""
+    report: dict[str, Any],
+    config: dict[str, str],
+    recipe: str = VANILLA_RECIPE,
+    history: str = "",
+    architecture: str = "",
 ) -> str:
     """The model card in Markdown; `history` is an extra section (how the model was made)."""
     s, c, k = report["saliency"], report["crops"], report["cost"]
@@ -158,12 +171,7 @@ A saliency network: it predicts where people look in a photo, as a probability m
 crops to keep the most of that probability.
 
 ## Architecture
-{config["backbone"]} (ImageNet weights, frozen), blocks {config["taps"]} tapped and read out by
-1x1 convolutions ({config["readout"]} hidden channels), a Gaussian blur, a learned centre log-prior
-over normalised coordinates ({config["prior_grid"]} grid) and a softmax: a log-density over a grid
-at 1/{config["output_stride"]} of the input. Input: uint8 RGB with the long side
-{config["long_side"]} px and the short side keeping the aspect ratio (multiple of 32).
-The DeepGaze II recipe (Kümmerer et al. 2017), trained with the fixation log-likelihood.
+{architecture or frozen_backbone_architecture(config)}
 
 ## Training data
 Human eye fixations (free viewing) from OSIE, EyeCrowd and NUS scene500 (MIT licences), in

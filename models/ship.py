@@ -1,0 +1,132 @@
+"""Ship a distilled, pruned student: export it to the model zoo, evaluate it on the held-out
+images like every shipped model, and write its card next to the teacher's and vanilla's figures.
+
+    python -m cropworker_models.ship cache/student-final.pt --data ../shared/data/fixations
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from cropworker.backend import OnnxBackend
+
+from . import evaluate, export, net, student
+
+log = logging.getLogger(__name__)
+
+RECIPE = "\n".join(
+    [
+        "python -m cropworker_models.teacher --data ../shared/data/fixations",
+        "python -m cropworker_models.distill --teacher cache/teacher.onnx --out cache/student.pt",
+        "python -m cropworker_models.prune --student cache/student.pt --teacher cache/teacher.onnx",
+        "python -m cropworker_models.distill --init cache/prune/student-NM.pt --steps 300 \\",
+        "    --lr 3e-4 --out cache/student-final.pt   # N: the point prune.py chose",
+        "python -m cropworker_models.ship cache/student-final.pt",
+    ]
+)
+
+
+def comparison(
+    student: dict[str, Any],
+    teacher: dict[str, Any],
+    vanilla: dict[str, Any],
+    pruning: dict[str, Any],
+) -> str:
+    """The card's history section: how the student compares with what it was made from."""
+    rows = []
+    for name, r in (("vanilla", vanilla), ("teacher ensemble", teacher), ("student", student)):
+        m = r["saliency"]["model"]
+        rows.append(
+            f"| {name} | {m['nss']:.3f} | {m['auc_judd']:.3f} | {m['cc']:.3f} | "
+            f"{m['info_gain_bits']:.3f} | {r['cost']['macs'] / 1e6:.0f} M "
+            f"({r['cost']['input']}) |"
+        )
+    crops = []
+    for aspect, s in student["crops"].items():
+        t = teacher["crops"][aspect]
+        crops.append(
+            f"| {aspect} | {t['model_vs_best']:.3f} | {s['model_vs_best']:.3f} | "
+            f"{100 * (s['model_vs_best'] / t['model_vs_best'] - 1):+.2f}% | "
+            f"{s['centre_vs_best']:.3f} |"
+        )
+    s_nss = student["saliency"]["model"]["nss"]
+    t_nss = teacher["saliency"]["model"]["nss"]
+    chosen = next(p for p in pruning["curve"] if p["checkpoint"] == pruning["chosen"])
+    return f"""
+## How it was made
+1. **Teacher ensemble**: saliency readouts over frozen EfficientNet-Lite0, Lite1 and Lite2
+   features at 320 px (`teacher.py`), their densities averaged.
+2. **Distillation** (`distill.py`): the student (EfficientNet-Lite0's blocks with ImageNet
+   weights, at {student["cost"]["input"]}) trained end to end on the teacher's densities over the
+   training images and 1,000 unlabelled photos, mirrored (cross-entropy to the teacher), plus the
+   fixation log-likelihood where human fixations exist.
+3. **Fisher pruning** (`prune.py`): {pruning["maps_per_prune"]} feature maps removed after every
+   {pruning["steps_between"]} training steps, those with the smallest Fisher loss estimate minus
+   β = {pruning["beta"]} times their MAC cost (both median-normalised), down the curve below.
+   The shipped point was picked on a dev split of the training images the student never saw
+   (never on the held-out images): {chosen["macs"] / 1e6:.1f} M MACs, dev NSS
+   {chosen["nss"]:.3f} (teacher on dev: {pruning["teacher_dev"]["nss"]:.3f}); then fine-tuned.
+
+![Cost-quality curve of Fisher pruning](../reports/pruning.png)
+
+### Against the teacher and the vanilla model (held-out images)
+
+| model | NSS | AUC-Judd | CC | info gain (bits/fix) | MACs |
+|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+Student NSS is {100 * (s_nss / t_nss - 1):+.1f}% of the teacher's.
+
+Crop quality, fixations kept relative to the best box:
+
+| aspect | teacher | student | student vs teacher | centre crop |
+|---|---|---|---|---|
+{chr(10).join(crops)}
+"""
+
+
+def architecture(model: object) -> str:
+    assert isinstance(model, student.Student)
+    widths = ", ".join(str(b.spec.mid) for b in model.prunable())
+    c = model.config
+    return f"""An inverted-residual network (EfficientNet-Lite0's blocks, ImageNet-initialised,
+trained end to end, then pruned). Expanded widths of its blocks after pruning: {widths}.
+The outputs of blocks {",".join(map(str, c.taps))} (strides 8, 16, 32) are read out by 1x1
+convolutions ({",".join(map(str, c.readout))} hidden channels), blurred, added to a learned
+centre log-prior and normalised by a softmax: a log-density over a grid at 1/{c.output_stride} of
+the input. Input: uint8 RGB with the long side {c.long_side} px and the short side keeping the
+aspect ratio (multiple of 32)."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/fixations"))
+    parser.add_argument("--zoo", type=Path, default=Path("models/zoo"))
+    parser.add_argument("--reports", type=Path, default=Path("models/reports"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    model = export.load(args.checkpoint)
+    name = net.config_of(model).name
+    path = args.zoo / f"{name}.onnx"
+    export.to_onnx(model, path)
+    log.info("max |onnx - torch| = %.2g", export.check_against_torch(model, path))
+    export.write_golden(model, Path("samples/coffee.jpg"), path.with_suffix(".golden.npz"))
+    report = evaluate.evaluate(str(path), args.data)
+    teacher = json.loads((args.reports / "teacher.json").read_text())["teacher"]
+    vanilla = json.loads((args.zoo / "vanilla.json").read_text())
+    pruning = json.loads((args.reports / "pruning.json").read_text())
+    config = dict(OnnxBackend(str(path)).session.get_modelmeta().custom_metadata_map)
+    history = comparison(report, teacher, vanilla, pruning)
+    (args.zoo / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    card = evaluate.model_card(report, config, RECIPE, history, architecture(model))
+    (args.zoo / f"{name}.md").write_text(card)
+    print(history)
+
+
+if __name__ == "__main__":
+    main()
