@@ -60,16 +60,14 @@ class Cropper:
         by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i, image in enumerate(images):
             by_shape[image.rgb.shape].append(i)
-        maps: list[np.ndarray | None] = [None] * len(images)
+        maps: dict[int, np.ndarray] = {}
         for indices in by_shape.values():
             for start in range(0, len(indices), self.max_batch):
                 chunk = indices[start : start + self.max_batch]
                 logp = self.backend.infer(np.stack([images[i].rgb for i in chunk]))
                 for i, m in zip(chunk, logp, strict=True):
                     maps[i] = m
-        return [
-            self._result(image, m) for image, m in zip(images, maps, strict=True) if m is not None
-        ]
+        return [self._result(image, maps[i]) for i, image in enumerate(images)]
 
     def _result(self, image: DecodedImage, log_density: np.ndarray) -> CropResult:
         saliency = np.exp(log_density.astype(np.float64))
