@@ -10,10 +10,11 @@ from cropworker.backend import OnnxBackend, resolve_model, shipped_models
 from cropworker.errors import ModelError
 
 
-def test_matches_pytorch_on_a_real_photo(backend: OnnxBackend) -> None:
+@pytest.mark.parametrize("model", shipped_models())
+def test_matches_pytorch_on_a_real_photo(model: str) -> None:
     """The golden file holds a decoded photo and PyTorch's output for it, written at export."""
-    golden = np.load(str(resources.files("cropworker_models") / "zoo" / "vanilla.golden.npz"))
-    got = backend.infer(golden["image"])
+    golden = np.load(str(resources.files("cropworker_models") / "zoo" / f"{model}.golden.npz"))
+    got = OnnxBackend(model).infer(golden["image"])
     assert got.shape == golden["log_density"].shape
     np.testing.assert_allclose(got, golden["log_density"], atol=1e-3)
 
