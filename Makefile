@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 install: $(BIN)/python
-	$(BIN)/pip install -q -e . $(EDITABLE)
+	$(BIN)/pip install -q -e ".[demo]" $(EDITABLE)
 
 install-dev: $(BIN)/python
 	$(BIN)/pip install -q -e ".[train,dev]" $(EDITABLE)

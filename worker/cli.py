@@ -1,10 +1,12 @@
 """The `cropworker` command line.
 
     cropworker crop IMAGE... [--aspect 16:9,1:1,4:5,9:16] [--json] [--saliency-dir DIR] [--draw DIR]
-    cropworker demo [--out DIR]
+    cropworker run [--brokers HOST:PORT] [--input-topic T] ...   the streaming worker (Kafka)
+    cropworker demo [--samples DIR] [--out DIR] [--follow]      the worker on an embedded broker
 
-A bad image gives an error line for that image (and a non-zero exit status at the end); the
-other images are still processed.
+`crop`: a bad image gives an error line for that image (and a non-zero exit status at the end);
+the other images are still processed. `run` and `demo` take every setting of
+`cropworker.stream.settings.Settings` as a flag and as a `CROPWORKER_*` environment variable.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,14 +28,15 @@ from .backend import DEFAULT_MODEL, OnnxBackend
 from .decode import DecodedImage, decode_preview
 from .errors import CropworkerError, ImageError
 from .pipeline import Cropper, CropResult
+from .stream import app, demo, logs
+from .stream import settings as stream_settings
 
-SAMPLES = Path("samples")
 PREVIEW_SIDE = 960
 EXIT_IMAGE_ERRORS = 1
 
 
 def _env(name: str, default: str) -> str:
-    return os.environ.get(f"CROPWORKER_{name}", default)
+    return stream_settings.env(name, default)
 
 
 @dataclass
@@ -112,29 +114,23 @@ def crop_command(args: argparse.Namespace) -> int:
     return EXIT_IMAGE_ERRORS if failures else 0
 
 
+def run_command(args: argparse.Namespace) -> int:
+    settings = stream_settings.from_namespace(args)
+    logs.configure(settings.log_format, settings.log_level)
+    return app.serve(settings)
+
+
 def demo_command(args: argparse.Namespace) -> int:
-    images = sorted(
-        str(p)
-        for p in args.samples.glob("*")
-        if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-    )
-    if not images:
-        print(f"no sample images in {args.samples}", file=sys.stderr)
-        return 2
-    args.images, args.json, args.saliency_dir, args.draw = images, True, None, args.out
-    return crop_command(args)
+    settings = stream_settings.from_namespace(args)
+    logs.configure(settings.log_format, settings.log_level)
+    return demo.run_demo(settings)
 
 
 def parse_aspects(text: str) -> list[str]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    for name in names:
-        try:
-            crop.parse_aspect(name)
-        except CropworkerError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from exc
-    if not names:
-        raise argparse.ArgumentTypeError("at least one aspect ratio is needed")
-    return names
+    try:
+        return list(stream_settings.parse_aspects(text))
+    except CropworkerError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,11 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--draw", type=Path, help="write pictures with heat map and boxes, and index.html"
     )
     p.set_defaults(func=crop_command)
-    d = sub.add_parser("demo", parents=[common], help="crop the sample images and write a report")
-    d.add_argument(
-        "--samples", type=Path, default=SAMPLES, help="folder of images (default samples/)"
+    r = sub.add_parser(
+        "run", help="the streaming worker: consume upload events, publish crop results"
     )
-    d.add_argument("--out", type=Path, default=Path("out/report"), help="report folder")
+    stream_settings.add_arguments(r, stream_settings.Settings.from_env())
+    r.set_defaults(func=run_command)
+    d = sub.add_parser(
+        "demo",
+        help="the worker on an embedded broker: upload the samples, print results, write a report",
+    )
+    demo_defaults = stream_settings.Settings.from_env(**stream_settings.DEMO_DEFAULTS)
+    stream_settings.add_arguments(d, demo_defaults, demo=True)
     d.set_defaults(func=demo_command)
     return parser
 
@@ -181,12 +183,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         code: int = args.func(args)
     except CropworkerError as exc:
         print(f"cropworker: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     return code
 
 

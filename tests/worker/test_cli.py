@@ -74,13 +74,44 @@ def test_aspects_from_the_environment(
     assert list(json.loads(capsys.readouterr().out)["crops"]) == ["3:2"]
 
 
-def test_demo_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.broker
+def test_demo_streams_the_samples_and_writes_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     samples = tmp_path / "samples"
     samples.mkdir()
     for name in ("astronaut.jpg", "camera.png"):
         shutil.copy(SAMPLES / name, samples / name)
     assert main(["demo", "--samples", str(samples), "--out", str(tmp_path / "report")]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("metrics: http://127.0.0.1:")
+    results = [json.loads(line) for line in lines if line.startswith("{")]
+    assert sorted(r["media_id"].split("/")[1] for r in results) == ["astronaut.jpg", "camera.png"]
+    assert all(r["schema"] == "cropworker.crop.v1" and r["model"] == "vanilla@1" for r in results)
+    assert lines[-1] == f"report: {tmp_path / 'report' / 'index.html'}"
     page = (tmp_path / "report" / "index.html").read_text()
     assert page.count("<figure>") == 2
     assert (tmp_path / "report" / "camera.jpg").exists()
+
+
+def test_run_shows_every_setting_with_its_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, env in [
+        ("--brokers", "CROPWORKER_BROKERS"),
+        ("--input-topic", "CROPWORKER_INPUT_TOPIC"),
+        ("--max-wait-ms", "CROPWORKER_MAX_WAIT_MS"),
+        ("--aspect", "CROPWORKER_ASPECTS"),
+        ("--sasl-password", "CROPWORKER_SASL_PASSWORD"),
+    ]:
+        assert flag in text and f"(env {env};" in text
+
+
+def test_a_bad_setting_in_the_environment_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CROPWORKER_MAX_BATCH", "lots")
+    assert main(["run"]) == 2
+    assert "CROPWORKER_MAX_BATCH='lots'" in capsys.readouterr().err

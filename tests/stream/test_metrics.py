@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from cropworker.stream.logs import JsonFormatter, fields
+from cropworker.stream.metrics import Health, MetricsServer, WorkerMetrics
+
+STATS = {
+    "topics": {
+        "uploads": {
+            "partitions": {
+                "0": {"desired": True, "consumer_lag": 7, "hi_offset": 20, "app_offset": 15},
+                "1": {"desired": True, "consumer_lag": -1, "hi_offset": 9, "app_offset": 4},
+                "2": {"desired": False, "consumer_lag": 3},
+                "-1": {"desired": False, "consumer_lag": 100},
+            }
+        }
+    }
+}
+
+
+def test_lag_from_librdkafka_statistics() -> None:
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry, model="vanilla@1")
+    metrics.record_statistics(STATS)
+
+    def lag(partition: str) -> float | None:
+        return registry.get_sample_value(
+            "cropworker_consumer_lag", {"topic": "uploads", "partition": partition}
+        )
+
+    assert lag("0") == 7
+    assert lag("1") == 5  # not committed yet: distance from the consumed position
+    assert lag("2") is None and lag("-1") is None
+    metrics.forget_partitions([("uploads", 0), ("uploads", 3)])
+    assert lag("0") is None and lag("1") == 5
+    assert registry.get_sample_value("cropworker_model_info", {"model": "vanilla@1"}) == 1
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[MetricsServer, Health]]:
+    registry = CollectorRegistry()
+    WorkerMetrics(registry).images.labels("ok").inc(3)
+    health = Health()
+    server = MetricsServer(registry, health, "127.0.0.1", 0).start()
+    yield server, health
+    server.stop()
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read().decode()
+
+
+def test_metrics_health_and_readiness_endpoints(served: tuple[MetricsServer, Health]) -> None:
+    server, health = served
+    base = server.url.removesuffix("/metrics")
+    status, text = get(server.url)
+    assert status == 200
+    assert 'cropworker_images_processed_total{result="ok"} 3.0' in text
+    assert "cropworker_build_info{" in text
+    assert get(f"{base}/healthz")[0] == 200
+    status, body = get(f"{base}/readyz")
+    assert status == 503 and json.loads(body)["joined"] is False
+    health.running = health.joined = True
+    assert get(f"{base}/readyz")[0] == 200
+    health.broker_up = False
+    assert get(f"{base}/readyz")[0] == 503
+    assert get(f"{base}/nope")[0] == 404
+
+
+def test_json_logs_carry_their_fields() -> None:
+    record = logging.LogRecord(
+        "cropworker.x", logging.WARNING, "f.py", 1, "dead letter %s", ("x",), None
+    )
+    record.__dict__.update(fields(partition=3, error_type="corrupt"))
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "dead letter x" and line["level"] == "warning"
+    assert line["partition"] == 3 and line["error_type"] == "corrupt"
+    assert line["logger"] == "cropworker.x" and line["time"].endswith("+00:00")

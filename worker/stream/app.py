@@ -1,0 +1,68 @@
+"""Wiring: a worker, its model, metrics server and signal handling, built from `Settings`."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+from prometheus_client import CollectorRegistry
+
+from ..backend import OnnxBackend
+from ..pipeline import Cropper, CropResult
+from .events import UploadEvent
+from .logs import fields
+from .metrics import Health, MetricsServer, WorkerMetrics
+from .settings import Settings
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+# Network input sizes of 4:3 landscape and portrait photos (long side 256), the common case.
+WARM_UP_SHAPES = [(256, 192), (192, 256)]
+
+
+@dataclass
+class Service:
+    settings: Settings
+    worker: Worker
+    server: MetricsServer
+    registry: CollectorRegistry
+    health: Health
+
+
+def build(
+    settings: Settings,
+    on_result: Callable[[UploadEvent, CropResult], None] | None = None,
+) -> Service:
+    """Load the model and assemble a worker and its metrics server (neither started)."""
+    # Decoding already runs on `decode_threads` threads; OpenCV's own thread pool on top of them
+    # would oversubscribe the cores and slow inference down.
+    cv2.setNumThreads(1)
+    backend = OnnxBackend(settings.model, threads=settings.threads)
+    backend.warm_up(WARM_UP_SHAPES)
+    cropper = Cropper(
+        backend, aspects=settings.aspects, limits=settings.limits, max_batch=settings.max_batch
+    )
+    registry = CollectorRegistry()
+    health = Health()
+    metrics = WorkerMetrics(registry, model=backend.info.tag)
+    server = MetricsServer(registry, health, settings.metrics_host, settings.metrics_port)
+    worker = Worker(settings, cropper, metrics, health=health, on_result=on_result)
+    return Service(settings, worker, server, registry, health)
+
+
+def serve(settings: Settings) -> int:
+    """`cropworker run`: consume until SIGTERM or SIGINT, then drain and exit 0."""
+    service = build(settings)
+    service.server.start()
+    log.info("serving metrics", extra=fields(url=service.server.url))
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: service.worker.stop())
+    try:
+        service.worker.run()
+    finally:
+        service.server.stop()
+    return 0

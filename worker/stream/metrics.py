@@ -1,0 +1,205 @@
+"""Prometheus metrics of the worker and the HTTP server for /metrics, /healthz and /readyz.
+
+Every metric is registered on the `CollectorRegistry` passed in, so tests (and two workers in
+one process) use fresh registries. Names start with `cropworker_`. Consumer lag per partition
+comes from librdkafka's statistics (`consumer_lag`, from Fetch high watermarks): ListOffsets-based
+lag is wrong against the embedded broker (see NOTES.md) and costs a request per partition.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import platform
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import metadata
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1, 2.5, 5, 10)
+STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry, model: str = "") -> None:
+        self.registry = registry
+        self.images = Counter(
+            "cropworker_images_processed",
+            "Uploads finished, by result (ok: crops published; dead_letter)",
+            ["result"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "cropworker_dead_letters",
+            "Events published to the dead-letter topic, by error type",
+            ["type"],
+            registry=registry,
+        )
+        self.end_to_end = Histogram(
+            "cropworker_end_to_end_latency_seconds",
+            "Event timestamp to result acknowledged by the broker",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.fetch = _stage("fetch", "Fetching an image reference", registry)
+        self.decode = _stage("decode", "Decoding an image to the network input", registry)
+        self.inference = _stage("inference", "Network and crop geometry for a batch", registry)
+        self.batch_wait = _stage("batch_wait", "Oldest image's wait for its batch", registry)
+        self.batch_size = Histogram(
+            "cropworker_batch_size",
+            "Images per inference batch",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "cropworker_in_flight_images",
+            "Images consumed and not yet finished",
+            registry=registry,
+        )
+        self.paused = Gauge(
+            "cropworker_partitions_paused",
+            "1 while input partitions are paused for backpressure",
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "cropworker_consumer_lag",
+            "Messages behind the high watermark, per assigned partition (librdkafka statistics)",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        build = Gauge(
+            "cropworker_build_info",
+            "Version of cropworker and of its Kafka client",
+            ["version", "python", "librdkafka"],
+            registry=registry,
+        )
+        build.labels(_version(), platform.python_version(), _librdkafka()).set(1)
+        self.model = Gauge(
+            "cropworker_model_info", "The saliency model served", ["model"], registry=registry
+        )
+        if model:
+            self.model.labels(model).set(1)
+
+    def record_statistics(self, stats: dict[str, Any]) -> None:
+        """Update lag gauges from a librdkafka statistics document (parsed `stats_cb` JSON)."""
+        for topic, t in stats.get("topics", {}).items():
+            for partition, p in t.get("partitions", {}).items():
+                if partition == "-1" or not p.get("desired"):
+                    continue  # -1 is librdkafka's internal unassigned partition
+                # consumer_lag counts from the committed offset; before the first commit it is
+                # -1, and the distance from the consumed position is the best estimate.
+                lag = p.get("consumer_lag", -1)
+                if lag < 0 and p.get("hi_offset", -1) >= 0 and p.get("app_offset", -1) >= 0:
+                    lag = p["hi_offset"] - p["app_offset"]
+                if lag >= 0:
+                    self.lag.labels(topic, partition).set(lag)
+
+    def forget_partitions(self, partitions: list[tuple[str, int]]) -> None:
+        for topic, partition in partitions:
+            with contextlib.suppress(KeyError):
+                self.lag.remove(topic, str(partition))
+
+
+def _stage(name: str, what: str, registry: CollectorRegistry) -> Histogram:
+    return Histogram(f"cropworker_{name}_seconds", what, buckets=STAGE_BUCKETS, registry=registry)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("cropworker")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _librdkafka() -> str:
+    try:
+        import confluent_kafka
+
+        return str(confluent_kafka.libversion()[0])
+    except ImportError:
+        return "none"
+
+
+@dataclass
+class Health:
+    """What /healthz and /readyz answer. The worker sets these from its loop."""
+
+    live: bool = True
+    running: bool = False  # the consumer loop is polling
+    joined: bool = False  # the group gave this member an assignment (possibly empty)
+    broker_up: bool = True
+
+    @property
+    def ready(self) -> bool:
+        return self.live and self.running and self.joined and self.broker_up
+
+    def describe(self) -> dict[str, bool]:
+        return {
+            "live": self.live,
+            "running": self.running,
+            "joined": self.joined,
+            "broker_up": self.broker_up,
+            "ready": self.ready,
+        }
+
+
+class MetricsServer:
+    """/metrics (Prometheus text format), /healthz (200 while live), /readyz (200 when ready),
+    served from a daemon thread. Port 0 picks a free port; `.port` tells which."""
+
+    def __init__(self, registry: CollectorRegistry, health: Health, host: str, port: int) -> None:
+        handler = _handler(registry, health)
+        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server.daemon_threads = True
+        self.host, self.port = host, int(self.server.server_address[1])
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name="cropworker-metrics", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def start(self) -> MetricsServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def _handler(registry: CollectorRegistry, health: Health) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?")[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path in ("/healthz", "/readyz"):
+                ok = health.live if path == "/healthz" else health.ready
+                body = json.dumps(health.describe()).encode()
+                self._send(200 if ok else 503, body, "application/json")
+            else:
+                self._send(404, b"not found\n", "text/plain")
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("http %s", format % args)
+
+    return Handler

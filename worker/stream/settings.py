@@ -1,0 +1,348 @@
+"""The worker's one settings object, its command-line flags and `CROPWORKER_*` variables.
+
+Every field of `Settings` is a flag (`--input-topic`) and an environment variable
+(`CROPWORKER_INPUT_TOPIC`); the flag wins over the variable, the variable over the default. This
+module is the only place that reads `CROPWORKER_*` variables. It also renders the librdkafka
+configuration dictionaries, so Kafka settings live in one reviewed place. Secrets are `Secret`s:
+their repr is masked, so neither logs nor `describe()` show them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import crop
+from ..backend import DEFAULT_MODEL
+from ..decode import DecodeLimits
+from ..errors import CropworkerError, SettingsError
+
+ENV_PREFIX = "CROPWORKER_"
+_DEFAULT_LIMITS = DecodeLimits()
+# Against the embedded broker the first group join takes about half the session timeout
+# (NOTES.md); 6 s keeps that at 3 s. Production Kafka keeps the client default.
+EMBEDDED_SESSION_TIMEOUT_MS = 6_000
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A value that must never be logged: `str()` and `repr()` are masked."""
+
+    value: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return "********" if self.value else ""
+
+    def __repr__(self) -> str:
+        return f"Secret({str(self)!r})"
+
+
+def env(name: str, default: str, environ: Mapping[str, str] | None = None) -> str:
+    """The `CROPWORKER_{name}` variable, or `default`."""
+    return (os.environ if environ is None else environ).get(ENV_PREFIX + name, default)
+
+
+def parse_aspects(text: str) -> tuple[str, ...]:
+    """ "16:9, 1:1" -> ("16:9", "1:1"); raises `AspectError` for a bad entry."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    for name in names:
+        crop.parse_aspect(name)
+    if not names:
+        raise SettingsError("at least one aspect ratio is needed")
+    return names
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingsError(f"expected true or false, got {text!r}")
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _optional_path(text: str) -> Path | None:
+    return Path(text) if text else None
+
+
+def _meta(help: str, parse: Callable[[str], Any] = str, flag: str = "") -> dict[str, Any]:
+    """A field's flag metadata: help text, parser of its text form, flag name override."""
+    return {"help": help, "parse": parse, "flag": flag}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `cropworker run` and `cropworker demo` can be told. Immutable."""
+
+    # Kafka
+    brokers: str = field(
+        default="localhost:9092", metadata=_meta("bootstrap servers, host:port[,host:port]")
+    )
+    group_id: str = field(default="cropworker", metadata=_meta("consumer group id"))
+    input_topic: str = field(default="uploads", metadata=_meta("topic of upload events"))
+    output_topic: str = field(
+        default="crops", metadata=_meta("topic of crop results, keyed by media id")
+    )
+    dead_letter_topic: str = field(
+        default="uploads.dead-letter", metadata=_meta("topic for rejected events")
+    )
+    session_timeout_ms: int = field(
+        default=45_000, metadata=_meta("consumer group session timeout", int)
+    )
+    commit_interval_ms: int = field(
+        default=0,
+        metadata=_meta(
+            "commit stored offsets at most this often (0: after every acknowledged batch)", int
+        ),
+    )
+    delivery_timeout_ms: int = field(
+        default=30_000,
+        metadata=_meta("time a result may take to be acknowledged before it is re-sent", int),
+    )
+    statistics_interval_ms: int = field(
+        default=5_000, metadata=_meta("librdkafka statistics (consumer lag) period", int)
+    )
+    fetch_queue_kbytes: int = field(
+        default=16_384, metadata=_meta("prefetched-message buffer of the consumer", int)
+    )
+    max_message_bytes: int = field(
+        default=16 * 1024 * 1024, metadata=_meta("largest Kafka message read or written", int)
+    )
+    security_protocol: str = field(
+        default="plaintext", metadata=_meta("plaintext, ssl, sasl_plaintext or sasl_ssl")
+    )
+    sasl_mechanism: str = field(
+        default="", metadata=_meta("PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (with sasl_*)")
+    )
+    sasl_username: str = field(default="", metadata=_meta("SASL user name"))
+    sasl_password: Secret = field(
+        default=Secret(""), metadata=_meta("SASL password (never logged)", Secret)
+    )
+    # Model and crops
+    model: str = field(default=DEFAULT_MODEL, metadata=_meta("shipped model name or .onnx path"))
+    threads: int = field(default=1, metadata=_meta("ONNX Runtime intra-op threads", int))
+    aspects: tuple[str, ...] = field(
+        default=crop.DEFAULT_ASPECTS,
+        metadata=_meta("default aspect ratios W:H, comma-separated", parse_aspects, "--aspect"),
+    )
+    max_image_bytes: int = field(
+        default=_DEFAULT_LIMITS.max_bytes, metadata=_meta("largest encoded image", int)
+    )
+    max_pixels: int = field(
+        default=_DEFAULT_LIMITS.max_pixels, metadata=_meta("largest declared image area", int)
+    )
+    # Pipeline
+    decode_threads: int = field(
+        default=2, metadata=_meta("threads fetching and decoding images", int)
+    )
+    max_batch: int = field(default=8, metadata=_meta("largest inference batch", int))
+    max_wait_ms: float = field(
+        default=10.0, metadata=_meta("longest an image waits for its batch to fill", float)
+    )
+    max_in_flight: int = field(
+        default=64, metadata=_meta("images in the worker before partitions are paused", int)
+    )
+    shutdown_timeout_s: float = field(
+        default=20.0, metadata=_meta("bound on draining at SIGTERM or revocation", float)
+    )
+    # Fetching references
+    file_root: Path | None = field(
+        default=None, metadata=_meta("directory file:// references may read", _optional_path)
+    )
+    http_allowed_hosts: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "hosts http(s):// references may use, comma-separated; *.example.com allowed", _list
+        ),
+    )
+    http_allow_private: bool = field(
+        default=False,
+        metadata=_meta(
+            "allow http(s) hosts that resolve to loopback/private/link-local addresses", _bool
+        ),
+    )
+    fetch_connect_timeout_s: float = field(
+        default=3.0, metadata=_meta("http(s) connect timeout", float)
+    )
+    fetch_read_timeout_s: float = field(
+        default=10.0, metadata=_meta("http(s) read timeout (whole body)", float)
+    )
+    fetch_attempts: int = field(
+        default=3, metadata=_meta("tries for a transient fetch failure", int)
+    )
+    fetch_backoff_s: float = field(
+        default=0.2, metadata=_meta("first retry delay, doubled each time", float)
+    )
+    # Observability
+    metrics_host: str = field(
+        default="0.0.0.0", metadata=_meta("address of /metrics, /healthz, /readyz")
+    )
+    metrics_port: int = field(
+        default=9464, metadata=_meta("port of /metrics, /healthz, /readyz (0: any free port)", int)
+    )
+    log_format: str = field(default="json", metadata=_meta("json (one object per line) or text"))
+    log_level: str = field(default="INFO", metadata=_meta("DEBUG, INFO, WARNING or ERROR"))
+    # Demo
+    embedded_broker: bool = field(
+        default=True, metadata=_meta("demo: start an embedded broker (else use --brokers)", _bool)
+    )
+    samples: Path = field(
+        default=Path("samples"), metadata=_meta("demo: folder of images to upload", Path)
+    )
+    report_dir: Path = field(
+        default=Path("out/report"), metadata=_meta("demo: report folder", Path, "--out")
+    )
+    follow: bool = field(
+        default=False, metadata=_meta("demo: keep running after the samples until Ctrl-C", _bool)
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("threads", "decode_threads", "max_batch", "max_in_flight", "fetch_attempts"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_in_flight < self.max_batch:
+            raise SettingsError("max_in_flight must be at least max_batch")
+        if self.log_format not in {"json", "text"}:
+            raise SettingsError(f"log_format must be json or text, got {self.log_format!r}")
+
+    @property
+    def limits(self) -> DecodeLimits:
+        return DecodeLimits(max_bytes=self.max_image_bytes, max_pixels=self.max_pixels)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **defaults: Any) -> Settings:
+        """`defaults` (else the field defaults), overridden by `CROPWORKER_*` variables."""
+        source = os.environ if environ is None else environ
+        values = dict(defaults)
+        for f in dataclasses.fields(cls):
+            if (key := ENV_PREFIX + f.name.upper()) in source:
+                values[f.name] = _parse(f, source[key])
+        return cls(**values)
+
+    def describe(self) -> dict[str, str]:
+        """Every setting as text, secrets masked: safe to log."""
+        return {f.name: _show(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def _common_kafka(self) -> dict[str, Any]:
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.brokers,
+            "security.protocol": self.security_protocol,
+            "message.max.bytes": self.max_message_bytes,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+            conf["sasl.username"] = self.sasl_username
+            conf["sasl.password"] = self.sasl_password.value
+        return conf
+
+    def consumer_config(self) -> dict[str, Any]:
+        """librdkafka consumer settings: offsets are stored by the worker after the result is
+        acknowledged, never on consumption, and committed by the worker."""
+        return {
+            **self._common_kafka(),
+            "group.id": self.group_id,
+            "client.id": f"cropworker-{os.getpid()}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": self.session_timeout_ms,
+            # the Kafka guidance: heartbeat at most a third of the session timeout
+            "heartbeat.interval.ms": min(3_000, self.session_timeout_ms // 3),
+            "statistics.interval.ms": self.statistics_interval_ms,
+            "queued.max.messages.kbytes": self.fetch_queue_kbytes,
+            "fetch.max.bytes": self.max_message_bytes,
+            "max.partition.fetch.bytes": self.max_message_bytes,
+            # a fetch response may carry a whole fetch.max.bytes plus protocol framing
+            "receive.message.max.bytes": self.max_message_bytes + 1024 * 1024,
+        }
+
+    def producer_config(self) -> dict[str, Any]:
+        """librdkafka producer settings: idempotent, acknowledged by all in-sync replicas."""
+        return {
+            **self._common_kafka(),
+            "client.id": f"cropworker-{os.getpid()}",
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            "delivery.timeout.ms": self.delivery_timeout_ms,
+            "compression.type": "lz4",
+        }
+
+
+# `cropworker demo`'s defaults where they differ from a production worker; flags and CROPWORKER_*
+# variables still override them.
+DEMO_DEFAULTS: dict[str, Any] = {
+    "session_timeout_ms": EMBEDDED_SESSION_TIMEOUT_MS,
+    "statistics_interval_ms": 1_000,
+    "metrics_host": "127.0.0.1",
+    "metrics_port": 0,
+    "log_format": "text",
+    "log_level": "WARNING",
+    "group_id": "cropworker-demo",
+}
+
+
+def _parse(f: dataclasses.Field[Any], text: str) -> Any:
+    try:
+        return f.metadata["parse"](text)
+    except (ValueError, CropworkerError) as exc:
+        raise SettingsError(f"{ENV_PREFIX}{f.name.upper()}={text!r}: {exc}") from exc
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return "" if value is None else str(value)
+
+
+def flag_name(f: dataclasses.Field[Any]) -> str:
+    return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser, defaults: Settings, demo: bool = False) -> None:
+    """One flag per setting, its default taken from `defaults` (the environment). The demo's
+    own settings (help starting "demo:") only when `demo`."""
+    for f in dataclasses.fields(Settings):
+        if f.metadata["help"].startswith("demo:") and not demo:
+            continue
+        parse = f.metadata["parse"]
+        shown = _show(getattr(defaults, f.name))
+        help_text = f"{f.metadata['help']} (env {ENV_PREFIX}{f.name.upper()}; default {shown!r})"
+        common: dict[str, Any] = {
+            "dest": f.name,
+            "default": getattr(defaults, f.name),
+            "help": help_text.replace("%", "%%"),
+        }
+        if parse is _bool:
+            parser.add_argument(flag_name(f), action=argparse.BooleanOptionalAction, **common)
+        else:
+            parser.add_argument(
+                flag_name(f), type=_arg_type(f.name, parse), metavar=f.name.upper(), **common
+            )
+
+
+def _arg_type(name: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except (ValueError, CropworkerError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    convert.__name__ = name  # argparse names the type in its error message
+    return convert
+
+
+def from_namespace(args: argparse.Namespace) -> Settings:
+    """The `Settings` parsed by a parser that `add_arguments` set up (settings without a flag
+    keep their defaults)."""
+    fields = dataclasses.fields(Settings)
+    return Settings(**{f.name: getattr(args, f.name) for f in fields if hasattr(args, f.name)})
