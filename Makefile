@@ -15,7 +15,7 @@ install: $(BIN)/python
 	$(BIN)/pip install -q -e ".[demo]" $(EDITABLE)
 
 install-dev: $(BIN)/python
-	$(BIN)/pip install -q -e ".[train,dev]" $(EDITABLE)
+	$(BIN)/pip install -q -e ".[train,dev,gpu]" $(EDITABLE)
 
 demo: install
 	$(BIN)/cropworker demo

@@ -3,6 +3,7 @@
     cropworker crop IMAGE... [--aspect 16:9,1:1,4:5,9:16] [--json] [--saliency-dir DIR] [--draw DIR]
     cropworker run [--brokers HOST:PORT] [--input-topic T] ...   the streaming worker (Kafka)
     cropworker demo [--samples DIR] [--out DIR] [--follow]      the worker on an embedded broker
+    cropworker build-engine MODEL --out ENGINE --max-batch N [--fp16]   a TensorRT engine (GPU)
 
 `crop`: a bad image gives an error line for that image (and a non-zero exit status at the end);
 the other images are still processed. `run` and `demo` take every setting of
@@ -126,6 +127,22 @@ def demo_command(args: argparse.Namespace) -> int:
     return demo.run_demo(settings)
 
 
+def build_engine_command(args: argparse.Namespace) -> int:
+    from .gpu.engine import BuildOptions, build_engine
+
+    options = BuildOptions(
+        max_batch=args.max_batch,
+        opt_batch=args.opt_batch,
+        fp16=args.fp16,
+        timing_cache=args.timing_cache,
+        workspace_mib=args.workspace_mib,
+        version_compatible=args.version_compatible,
+    )
+    sidecar = build_engine(args.onnx, args.out, options)
+    print(json.dumps(sidecar.to_json(), indent=2))
+    return 0
+
+
 def parse_aspects(text: str) -> list[str]:
     try:
         return list(stream_settings.parse_aspects(text))
@@ -176,6 +193,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo_defaults = stream_settings.Settings.from_env(**stream_settings.DEMO_DEFAULTS)
     stream_settings.add_arguments(d, demo_defaults, demo=True)
     d.set_defaults(func=demo_command)
+    e = sub.add_parser(
+        "build-engine",
+        help="compile an ONNX model into a TensorRT engine and its sidecar (needs a GPU and the "
+        "full tensorrt package)",
+    )
+    e.add_argument("onnx", metavar="MODEL", help="an .onnx path or a shipped model name")
+    e.add_argument("--out", type=Path, required=True, metavar="ENGINE", help="engine file")
+    e.add_argument("--max-batch", type=int, required=True, help="largest micro-batch")
+    e.add_argument("--opt-batch", type=int, help="batch to tune for (default: --max-batch)")
+    e.add_argument("--fp16", action="store_true", help="build from an FP16 conversion")
+    e.add_argument(
+        "--timing-cache", type=Path, help="default: tensorrt-timing.cache next to the engine"
+    )
+    e.add_argument("--workspace-mib", type=int, help="builder workspace limit")
+    e.add_argument(
+        "--no-version-compatible",
+        dest="version_compatible",
+        action="store_false",
+        help="a plan only this exact TensorRT can load (not the lean runtime)",
+    )
+    e.set_defaults(func=build_engine_command)
     return parser
 
 

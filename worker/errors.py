@@ -12,7 +12,14 @@
     ├── EventError                   an upload event is not valid JSON or breaks its schema
     ├── FetchError                   an image reference could not be fetched; `.attempts` made
     │   └── FetchForbiddenError      the reference is outside what the settings allow
-    └── BrokerError                  Kafka failed; `.kafka_code` / `.kafka_name` keep librdkafka's
+    ├── BrokerError                  Kafka failed; `.kafka_code` / `.kafka_name` keep librdkafka's
+    └── GpuError                     the GPU path failed (CUDA or TensorRT)
+        ├── GpuUnavailableError      no driver, no device, or no CUDA/TensorRT bindings installed
+        ├── CudaError                a CUDA runtime call failed; `.call`, `.cuda_code`, `.cuda_name`
+        │   └── GpuOutOfMemoryError  cudaErrorMemoryAllocation
+        ├── TensorRTError            TensorRT refused to load, shape or run an engine
+        │   └── EngineBuildError     the ONNX did not parse or the engine did not build; `.errors`
+        └── EngineMismatchError      an engine's sidecar does not match this GPU, TensorRT or model
 
 Library code raises these; only `cli.main` turns them into messages and exit codes.
 """
@@ -93,3 +100,57 @@ class BrokerError(CropworkerError):
         super().__init__(message)
         self.kafka_code = kafka_code
         self.kafka_name = kafka_name
+
+
+class GpuError(CropworkerError):
+    """Root of the GPU path's errors (CUDA and TensorRT)."""
+
+    code = "gpu_error"
+
+
+class GpuUnavailableError(GpuError):
+    """No usable GPU: no driver, no device, or the CUDA/TensorRT bindings are not installed. The
+    worker falls back to the CPU on this error unless told to require a GPU."""
+
+    code = "gpu_unavailable"
+
+
+class CudaError(GpuError):
+    """A CUDA runtime call returned an error. `call` names the function; `cuda_code` and
+    `cuda_name` are the runtime's own (`cudaError_t`)."""
+
+    code = "cuda_error"
+
+    def __init__(self, message: str, *, call: str = "", cuda_code: int = -1, cuda_name: str = ""):
+        super().__init__(message)
+        self.call = call
+        self.cuda_code = cuda_code
+        self.cuda_name = cuda_name
+
+
+class GpuOutOfMemoryError(CudaError):
+    code = "gpu_out_of_memory"
+
+
+class TensorRTError(GpuError):
+    """TensorRT refused an operation (deserialize, create a context, set a shape, execute). The
+    message carries what TensorRT logged at error severity."""
+
+    code = "tensorrt_error"
+
+
+class EngineBuildError(TensorRTError):
+    """The ONNX parser or the builder failed; `errors` lists every parser error."""
+
+    code = "engine_build_failed"
+
+    def __init__(self, message: str, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.errors = list(errors or [])
+
+
+class EngineMismatchError(GpuError):
+    """An engine file does not match this worker: its sidecar is missing or names another GPU,
+    TensorRT version, ONNX model or input range. Rebuild it with `cropworker build-engine`."""
+
+    code = "engine_mismatch"

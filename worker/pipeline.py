@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,13 +43,17 @@ class Cropper:
         aspects: Sequence[str] = crop.DEFAULT_ASPECTS,
         limits: DecodeLimits | None = None,
         max_batch: int = 8,
+        decoder: Callable[[bytes], DecodedImage] | None = None,
     ) -> None:
         self.backend = backend
         self.aspects = {name: crop.parse_aspect(name) for name in aspects}
         self.limits = limits or DecodeLimits()
         self.max_batch = max_batch
+        self.decoder = decoder  # None: decode_image on the CPU (else e.g. gpu.nvjpeg)
 
     def decode(self, data: bytes) -> DecodedImage:
+        if self.decoder is not None:
+            return self.decoder(data)
         return decode_image(data, self.backend.info.long_side, self.limits)
 
     def crop(self, data: bytes) -> CropResult:

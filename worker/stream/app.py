@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import cv2
 from prometheus_client import CollectorRegistry
 
-from ..backend import OnnxBackend
+from ..gpu.select import select_backend
 from ..pipeline import Cropper, CropResult
 from .events import UploadEvent
 from .logs import fields
@@ -41,10 +41,27 @@ def build(
     # Decoding already runs on `decode_threads` threads; OpenCV's own thread pool on top of them
     # would oversubscribe the cores and slow inference down.
     cv2.setNumThreads(1)
-    backend = OnnxBackend(settings.model, threads=settings.threads)
+    chosen = select_backend(
+        settings.backend,
+        model=settings.model,
+        threads=settings.threads,
+        engine=settings.engine,
+        require_gpu=settings.require_gpu,
+        gpu_decode=settings.gpu_decode,
+        limits=settings.limits,
+    )
+    log.info(
+        "inference backend",
+        extra=fields(backend=chosen.kind, gpu_decode=chosen.decoder is not None),
+    )
+    backend = chosen.backend
     backend.warm_up(WARM_UP_SHAPES)
     cropper = Cropper(
-        backend, aspects=settings.aspects, limits=settings.limits, max_batch=settings.max_batch
+        backend,
+        aspects=settings.aspects,
+        limits=settings.limits,
+        max_batch=settings.max_batch,
+        decoder=chosen.decoder,
     )
     registry = CollectorRegistry()
     health = Health()

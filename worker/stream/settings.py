@@ -21,6 +21,7 @@ from .. import crop
 from ..backend import DEFAULT_MODEL
 from ..decode import DecodeLimits
 from ..errors import CropworkerError, SettingsError
+from ..gpu.select import BACKEND_CHOICES
 
 ENV_PREFIX = "CROPWORKER_"
 _DEFAULT_LIMITS = DecodeLimits()
@@ -127,9 +128,35 @@ class Settings:
     sasl_password: Secret = field(
         default=Secret(""), metadata=_meta("SASL password (never logged)", Secret)
     )
+    ssl_ca_location: str = field(
+        default="", metadata=_meta("CA bundle (PEM file) that signs the brokers' certificates")
+    )
+    ssl_certificate_location: str = field(
+        default="", metadata=_meta("client certificate (PEM file) for mutual TLS")
+    )
+    ssl_key_location: str = field(
+        default="", metadata=_meta("client private key (PEM file) for mutual TLS")
+    )
     # Model and crops
     model: str = field(default=DEFAULT_MODEL, metadata=_meta("shipped model name or .onnx path"))
     threads: int = field(default=1, metadata=_meta("ONNX Runtime intra-op threads", int))
+    backend: str = field(
+        default="auto",
+        metadata=_meta("inference backend: cpu, tensorrt, or auto (tensorrt when --engine is set)"),
+    )
+    engine: Path | None = field(
+        default=None,
+        metadata=_meta(
+            "TensorRT engine from `cropworker build-engine` (its .json beside it)", _optional_path
+        ),
+    )
+    require_gpu: bool = field(
+        default=False,
+        metadata=_meta("fail instead of falling back to the CPU when no GPU is usable", _bool),
+    )
+    gpu_decode: bool = field(
+        default=False, metadata=_meta("decode JPEGs on the GPU (nvJPEG via nvimgcodec)", _bool)
+    )
     aspects: tuple[str, ...] = field(
         default=crop.DEFAULT_ASPECTS,
         metadata=_meta("default aspect ratios W:H, comma-separated", parse_aspects, "--aspect"),
@@ -211,6 +238,10 @@ class Settings:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_in_flight < self.max_batch:
             raise SettingsError("max_in_flight must be at least max_batch")
+        if self.backend not in BACKEND_CHOICES:
+            raise SettingsError(f"backend must be one of {BACKEND_CHOICES}, got {self.backend!r}")
+        if self.backend == "tensorrt" and self.engine is None:
+            raise SettingsError("backend tensorrt needs an engine (--engine, CROPWORKER_ENGINE)")
         if self.log_format not in {"json", "text"}:
             raise SettingsError(f"log_format must be json or text, got {self.log_format!r}")
 
@@ -242,6 +273,11 @@ class Settings:
             conf["sasl.mechanism"] = self.sasl_mechanism
             conf["sasl.username"] = self.sasl_username
             conf["sasl.password"] = self.sasl_password.value
+        # Paths, so the files can come from a mounted Kubernetes Secret. librdkafka's bundled
+        # OpenSSL ignores SSL_CERT_FILE: a private CA must be named here.
+        for name in ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location"):
+            if value := getattr(self, name):
+                conf[name.replace("_", ".")] = value
         return conf
 
     def consumer_config(self) -> dict[str, Any]:
