@@ -61,9 +61,9 @@ def teacher_targets(
         ).encode()
     ).hexdigest()[:16]
     path = cache / f"distill-{tag}.pt"
-    if path.exists():
-        cached: dict[tuple[str, bool], Example] = torch.load(path, weights_only=False)
-        return cached
+    if path.exists():  # stored as plain tuples: loadable whichever module is __main__
+        stored = torch.load(path, weights_only=False)
+        return {key: Example(image, target, None) for key, (image, target) in stored.items()}
     from cropworker.backend import OnnxBackend
 
     backend = OnnxBackend(str(teacher), threads=2)
@@ -81,7 +81,7 @@ def teacher_targets(
         if n % 250 == 0:
             log.info("teacher targets %d/%d (%.0f s)", n, len(sources), time.monotonic() - start)
     cache.mkdir(parents=True, exist_ok=True)
-    torch.save(out, path)
+    torch.save({key: (ex.image, ex.target) for key, ex in out.items()}, path)
     return out
 
 

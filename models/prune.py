@@ -246,6 +246,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--floor", type=float, default=18, help="stop at this many M MACs")
     parser.add_argument("--report", type=Path, default=Path("models/reports"))
+    parser.add_argument("--out-dir", type=Path, help="checkpoints (default CACHE/prune)")
+    parser.add_argument(
+        "--curve-prefix",
+        type=Path,
+        help="JSON list of curve points of an earlier leg that ended at --student",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.manual_seed(0)
@@ -267,13 +273,15 @@ def main(argv: list[str] | None = None) -> None:
         model,
         examples,
         dev,
-        args.cache / "prune",
+        args.out_dir or args.cache / "prune",
         args.beta,
         args.maps_per_prune,
         args.steps_between,
         args.lr,
         args.floor,
     )
+    if args.curve_prefix:  # an earlier leg, down to the point this leg started from
+        curve = json.loads(args.curve_prefix.read_text())[:-1] + curve
     chosen = pick(curve, teacher["nss"], args.vanilla_macs / 10)
     plot(curve, teacher, chosen, args.vanilla_macs, args.report / "pruning.png")
     (args.report / "pruning.json").write_text(
