@@ -1,19 +1,24 @@
 """Cost of each shipped model: MACs, file size, and ONNX Runtime time per image at batch 1 and 8
 with 1 and 2 threads, each at the model's own input for a 4:3 photo, measured in one run, with
-ratios to the vanilla model.
+ratios to the `--model` one (a shipped name or an .onnx path, measured too if not shipped).
+Writes `results/model_cost.json`.
 
-    python benchmarks/model_cost.py [--runs 40]
+    python benchmarks/model_cost.py [--runs 40] [--model vanilla]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 
-from cropworker.backend import OnnxBackend, resolve_model, shipped_models
+from cropworker.backend import DEFAULT_MODEL, OnnxBackend, resolve_model, shipped_models
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def ms_per_image(backend: OnnxBackend, shape: tuple[int, int], batch: int, runs: int) -> float:
@@ -31,9 +36,11 @@ def ms_per_image(backend: OnnxBackend, shape: tuple[int, int], batch: int, runs:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="the reference for ratios")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    rows = {}
-    for name in shipped_models():
+    rows: dict[str, dict[str, float | str]] = {}
+    for name in [args.model, *(m for m in shipped_models() if m != args.model)]:
         row: dict[str, float | str] = {}
         for threads in (1, 2):
             backend = OnnxBackend(name, threads=threads)
@@ -44,9 +51,9 @@ def main(argv: list[str] | None = None) -> None:
                 row[f"{threads}t b{batch}"] = ms_per_image(backend, (w, h), batch, args.runs)
         row["MB"] = resolve_model(name).stat().st_size / 1e6
         rows[name] = row
-    base = rows.get("vanilla", next(iter(rows.values())))
+    base = rows[args.model]
     timed = ["1t b1", "1t b8", "2t b1", "2t b8"]
-    print(f"ONNX Runtime CPU, ms per image (median of {args.runs}); x = ratio to vanilla\n")
+    print(f"ONNX Runtime CPU, ms per image (median of {args.runs}); x = ratio to {args.model}\n")
     print(
         f"{'model':<10} {'input':>8} {'M MACs':>8} {'MB':>6} " + " ".join(f"{c:>14}" for c in timed)
     )
@@ -56,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{name:<10} {row['input']:>8} {float(row['macs']) / 1e6:8.1f} "
             f"{float(row['MB']):6.1f} {cells}"
         )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "model_cost.json").write_text(json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ class FixationImage:
     width: int
     height: int
     fixations: np.ndarray  # (N, 2) float32 x, y in stored-image pixels
+    subjects: np.ndarray | None = None  # (N,) int32 viewer of each fixation, -1 unknown
 
     @property
     def key(self) -> str:
@@ -38,22 +39,31 @@ class FixationImage:
 def load_dataset(root: Path, dataset: str) -> list[FixationImage]:
     folder = root / dataset
     points: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    viewers: dict[str, list[int]] = defaultdict(list)
     with open(folder / "fixations.csv", newline="") as f:
         for row in csv.DictReader(f):
             points[row["image"]].append((float(row["x"]), float(row["y"])))
+            viewers[row["image"]].append(int(row["subject"]))
     images = []
     with open(folder / "images.csv", newline="") as f:
         for row in csv.DictReader(f):
             name = row["image"]
             width, height = int(row["width"]), int(row["height"])
             fix = np.asarray(points.get(name, []), np.float32).reshape(-1, 2)
+            subjects = np.asarray(viewers.get(name, []), np.int32)
             inside = (
                 (fix[:, 0] >= 0) & (fix[:, 0] < width) & (fix[:, 1] >= 0) & (fix[:, 1] < height)
             )
             if inside.any():
                 images.append(
                     FixationImage(
-                        dataset, name, folder / "images" / name, width, height, fix[inside]
+                        dataset,
+                        name,
+                        folder / "images" / name,
+                        width,
+                        height,
+                        fix[inside],
+                        subjects[inside],
                     )
                 )
     return images
