@@ -115,6 +115,11 @@ class Settings:
     fetch_queue_kbytes: int = field(
         default=16_384, metadata=_meta("prefetched-message buffer of the consumer", int)
     )
+    # librdkafka's default (500 ms) is the latency floor against a broker that holds a fetch
+    # until its deadline even when data is there (the embedded tansu does); Kafka answers early.
+    fetch_wait_max_ms: int = field(
+        default=50, metadata=_meta("longest the broker may hold a fetch request (ms)", int)
+    )
     max_message_bytes: int = field(
         default=16 * 1024 * 1024, metadata=_meta("largest Kafka message read or written", int)
     )
@@ -295,6 +300,7 @@ class Settings:
             "heartbeat.interval.ms": min(3_000, self.session_timeout_ms // 3),
             "statistics.interval.ms": self.statistics_interval_ms,
             "queued.max.messages.kbytes": self.fetch_queue_kbytes,
+            "fetch.wait.max.ms": self.fetch_wait_max_ms,
             "fetch.max.bytes": self.max_message_bytes,
             "max.partition.fetch.bytes": self.max_message_bytes,
             # a fetch response may carry a whole fetch.max.bytes plus protocol framing
