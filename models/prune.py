@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from cropworker.backend import OnnxBackend
-from cropworker.decode import decode_image
+from cropworker.decode import decode_image, model_input_size
 
-from . import data, distill, evaluate, flops, metrics, student
+from . import data, distill, evaluate, flops, metrics, net, student
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,14 @@ TOLERANCE = 0.03  # the shipped student may lose at most this share of the teach
 MILESTONES_M = (160, 120, 100, 80, 65, 55, 48, 42, 37, 33, 29, 25, 21, 18)
 
 
-def macs(model: torch.nn.Module, shape: tuple[int, int] = (144, 192)) -> int:
-    return flops.count_macs(model, torch.zeros(1, *shape, 3, dtype=torch.uint8))
+def served_shape(model: torch.nn.Module) -> tuple[int, int]:
+    """(height, width) of the input a 4:3 landscape photo gets: the cost the target is about."""
+    width, height = model_input_size(4, 3, net.config_of(model).long_side)
+    return height, width
+
+
+def macs(model: torch.nn.Module) -> int:
+    return flops.count_macs(model, torch.zeros(1, *served_shape(model), 3, dtype=torch.uint8))
 
 
 class FisherPruner:
@@ -52,7 +58,7 @@ class FisherPruner:
             for i, b in enumerate(model.blocks)
             if isinstance(b, student.Block) and b.spec.expand
         }
-        self.cost = student.macs_per_map(model, 144, 192)
+        self.cost = student.macs_per_map(model, *served_shape(model))
         self.fisher = {i: torch.zeros(b.spec.mid) for i, b in self.blocks.items()}
         for block in self.blocks.values():
             block.record = True
@@ -223,7 +229,7 @@ def plot(
     ax.axvline(vanilla_macs / 10 / 1e6, color="tab:red", ls=":", label="1/10 of vanilla")
     ax.plot([chosen["macs"] / 1e6], [chosen["nss"]], "r*", ms=14, label="shipped")
     ax.set_xscale("log")
-    ax.set_xlabel("multiply-accumulates per 192x144 image (millions)")
+    ax.set_xlabel("multiply-accumulates per 4:3 photo (millions)")
     ax.set_ylabel("NSS on dev images (never trained on)")
     ax.set_title("Fisher pruning: cost vs quality")
     ax.legend(fontsize=8)

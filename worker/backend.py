@@ -19,7 +19,7 @@ from .errors import ModelError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "vanilla"
+DEFAULT_MODEL = "student"
 
 
 @dataclass(frozen=True)

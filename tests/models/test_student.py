@@ -53,7 +53,7 @@ def test_compact_keeps_the_function_and_drops_the_weights(lite0_student: student
 
 
 def test_macs_per_map_matches_the_measured_saving(lite0_student: student.Student) -> None:
-    cost = student.macs_per_map(lite0_student, 144, 192)
+    cost = student.macs_per_map(lite0_student, *prune.served_shape(lite0_student))
     model = student.from_lite0()
     block = 6
     model.blocks[block].mask[:10] = 0

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from cropworker.backend import DEFAULT_MODEL
 from cropworker.cli import main
 from tests.images import SAMPLES
 
@@ -87,7 +88,8 @@ def test_demo_streams_the_samples_and_writes_the_report(
     assert lines[0].startswith("metrics: http://127.0.0.1:")
     results = [json.loads(line) for line in lines if line.startswith("{")]
     assert sorted(r["media_id"].split("/")[1] for r in results) == ["astronaut.jpg", "camera.png"]
-    assert all(r["schema"] == "cropworker.crop.v1" and r["model"] == "vanilla@1" for r in results)
+    assert all(r["schema"] == "cropworker.crop.v1" for r in results)
+    assert all(r["model"] == f"{DEFAULT_MODEL}@1" for r in results)
     assert lines[-1] == f"report: {tmp_path / 'report' / 'index.html'}"
     page = (tmp_path / "report" / "index.html").read_text()
     assert page.count("<figure>") == 2
