@@ -56,12 +56,17 @@ def comparison(
     s_nss = student["saliency"]["model"]["nss"]
     t_nss = teacher["saliency"]["model"]["nss"]
     chosen = next(p for p in pruning["curve"] if p["checkpoint"] == pruning["chosen"])
-    earlier = [(p["leg"], p["macs"]) for p in pruning["curve"] if "leg" in p]
+    curve = pruning["curve"]
+    # an earlier stretch ends at its last point; the last one's end is where the final run began
+    ends = {
+        p["leg"]: (p if "leg" in curve[i + 1] else curve[i + 1])["macs"]
+        for i, p in enumerate(curve[:-1])
+        if "leg" in p
+    }
     legs = ""
-    if earlier:  # the first stretches of the curve ran with faster schedules (time budget)
-        ends = {leg: macs for leg, macs in earlier}  # the last (cheapest) point of each stretch
+    if ends:  # the first stretches of the curve ran with faster schedules (time budget)
         stretches = "; ".join(
-            f"{leg} (2 steps apart) down to {m / 1e6:.0f} M" for leg, m in ends.items()
+            f"{leg}, 2 steps apart, down to {m / 1e6:.0f} M" for leg, m in ends.items()
         )
         legs = f"\n   Earlier stretches of the curve used faster schedules: {stretches}."
     return f"""
