@@ -58,7 +58,7 @@ def test_model_input_size_is_stride_aligned_and_bounded(width: int, height: int)
     w, h = model_input_size(width, height, LONG_SIDE)
     assert w % 32 == 0 and h % 32 == 0
     assert max(w, h) == LONG_SIDE and min(w, h) >= 64
-    assert (w >= h) == (width >= height)
+    assert w == h or (w > h) == (width > height)  # nearly square images may become square
 
 
 def test_jpeg_reduction_picks_largest_factor_that_keeps_the_input_size() -> None:

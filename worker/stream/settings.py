@@ -180,8 +180,11 @@ class Settings:
     max_wait_ms: float = field(
         default=10.0, metadata=_meta("longest an image waits for its batch to fill", float)
     )
+    # Little's law: throughput = images in flight / time each spends in the worker (decode,
+    # batch, network, produce, broker acknowledgement). 64 capped one worker at ~70 uploads/s
+    # against the embedded broker; 256 let it reach ~250/s (benchmarks/README.md).
     max_in_flight: int = field(
-        default=64, metadata=_meta("images in the worker before partitions are paused", int)
+        default=256, metadata=_meta("images in the worker before partitions are paused", int)
     )
     shutdown_timeout_s: float = field(
         default=20.0, metadata=_meta("bound on draining at SIGTERM or revocation", float)
