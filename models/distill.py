@@ -19,7 +19,6 @@ import logging
 import math
 import random
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,15 +107,7 @@ def training_set(
 
 
 def batches(examples: list[Example], size: int, rng: random.Random) -> list[list[Example]]:
-    by_shape: dict[tuple[int, ...], list[Example]] = defaultdict(list)
-    for ex in examples:
-        by_shape[ex.image.shape].append(ex)
-    out = []
-    for group in by_shape.values():
-        rng.shuffle(group)
-        out += [group[i : i + size] for i in range(0, len(group), size)]
-    rng.shuffle(out)
-    return out
+    return train.shape_batches(examples, lambda ex: ex.image.shape, size, rng)
 
 
 def loss(model: torch.nn.Module, batch: list[Example]) -> torch.Tensor:
@@ -187,9 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     final = fit(model, examples, args.steps, args.lr)
     log.info("distilled: final loss %.4f", final)
-    torch.save(
-        {"config": model.config, "specs": model.specs, "state": model.state_dict()}, args.out
-    )
+    student.save(model, args.out)
 
 
 if __name__ == "__main__":

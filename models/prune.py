@@ -148,7 +148,7 @@ def prune(
         {
             "macs": macs(model),
             **score(torch_predictor(model.eval()), dev, 192),
-            "checkpoint": str(save(model, out_dir / "student-unpruned.pt")),
+            "checkpoint": str(student.save(model, out_dir / "student-unpruned.pt")),
         }
     ]
     log.info("unpruned: %s", curve[0])
@@ -178,7 +178,7 @@ def prune(
         model = student.compact(model)
         current = macs(model)
         point: dict[str, Any] = {"macs": current, **score(torch_predictor(model.eval()), dev, 192)}
-        point["checkpoint"] = str(save(model, out_dir / f"student-{current / 1e6:.0f}M.pt"))
+        point["checkpoint"] = str(student.save(model, out_dir / f"student-{current / 1e6:.0f}M.pt"))
         point["maps"] = {
             i: b.spec.mid
             for i, b in enumerate(model.blocks)
@@ -193,11 +193,6 @@ def prune(
         )
         milestones = [m for m in milestones if m < current]
     return curve
-
-
-def save(model: student.Student, path: Path) -> Path:
-    torch.save({"config": model.config, "specs": model.specs, "state": model.state_dict()}, path)
-    return path
 
 
 def pick(curve: list[dict[str, Any]], teacher_nss: float, target_macs: float) -> dict[str, Any]:

@@ -208,6 +208,11 @@ def macs_per_map(student: Student, height: int, width: int) -> dict[int, float]:
     return cost
 
 
+def save(model: Student, path: Path) -> Path:
+    torch.save({"config": model.config, "specs": model.specs, "state": model.state_dict()}, path)
+    return path
+
+
 def load(path: Path) -> Student:
     state = torch.load(path, weights_only=False)
     model = Student(state["config"], state["specs"])

@@ -18,7 +18,9 @@ import math
 import random
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +31,7 @@ from . import data, net
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Taps = list[torch.Tensor]  # one image's tapped activations, (C_i, H_i, W_i) float16
 
 
@@ -85,22 +88,31 @@ def extract_taps(
     return out
 
 
-def batches(
-    items: list[tuple[data.FixationImage, bool]],
-    taps: dict[tuple[str, bool], Taps],
-    batch_size: int,
-    rng: random.Random,
-) -> list[list[tuple[data.FixationImage, bool]]]:
-    """Shuffled batches of images whose inputs have the same shape (aspect buckets)."""
-    by_shape: dict[tuple[int, ...], list[tuple[data.FixationImage, bool]]] = defaultdict(list)
+def shape_batches(
+    items: list[T], shape_of: Callable[[T], tuple[int, ...]], batch_size: int, rng: random.Random
+) -> list[list[T]]:
+    """Shuffled batches of items whose inputs have the same shape (aspect buckets)."""
+    by_shape: dict[tuple[int, ...], list[T]] = defaultdict(list)
     for item in items:
-        by_shape[tuple(taps[(item[0].key, item[1])][0].shape)].append(item)
+        by_shape[shape_of(item)].append(item)
     out = []
     for group in by_shape.values():
         rng.shuffle(group)
         out += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
     rng.shuffle(out)
     return out
+
+
+def batches(
+    items: list[tuple[data.FixationImage, bool]],
+    taps: dict[tuple[str, bool], Taps],
+    batch_size: int,
+    rng: random.Random,
+) -> list[list[tuple[data.FixationImage, bool]]]:
+    """Shuffled same-shape batches of (image, mirrored) pairs, by the shape of their features."""
+    return shape_batches(
+        items, lambda item: tuple(taps[(item[0].key, item[1])][0].shape), batch_size, rng
+    )
 
 
 def run_head(
