@@ -19,7 +19,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -163,11 +163,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init", type=Path, help="continue from a student checkpoint (else lite0)")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--long-side", type=int, default=student.CONFIG.long_side, help="student input (new only)"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.manual_seed(0)
-    torch.set_num_threads(2)
-    model = student.load(args.init).train() if args.init else student.from_lite0()
+    torch.set_num_threads(args.threads)
+    if args.init:
+        model = student.load(args.init).train()
+    else:
+        model = student.from_lite0(replace(student.CONFIG, long_side=args.long_side))
     examples = training_set(
         args.teacher,
         args.data,

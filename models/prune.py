@@ -56,7 +56,7 @@ class FisherPruner:
         self.blocks = {
             i: b
             for i, b in enumerate(model.blocks)
-            if isinstance(b, student.Block) and b.spec.expand
+            if isinstance(b, student.Block) and student.prunable(i, b.spec)
         }
         self.cost = student.macs_per_map(model, *served_shape(model))
         self.fisher = {i: torch.zeros(b.spec.mid) for i, b in self.blocks.items()}
@@ -103,6 +103,13 @@ class FisherPruner:
         return saved
 
 
+def removal_count(model: student.Student, maps_per_prune: int, fraction: float) -> int:
+    """How many maps the next prune removes: a fixed number, or a share of those still alive."""
+    if not fraction:
+        return maps_per_prune
+    return max(1, round(fraction * sum(int(b.mask.sum()) for b in model.prunable())))
+
+
 def dev_images(data_root: Path) -> list[data.FixationImage]:
     train_set, _ = data.split(data.load_fixation_sets(data_root))
     return [im for im in train_set if data.is_dev(im.key)]
@@ -140,14 +147,17 @@ def prune(
     lr: float,
     floor_m: float,
     milestones_m: tuple[float, ...] = MILESTONES_M,
+    fraction: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """Prune down to `floor_m` million MACs; returns the curve (one point per milestone)."""
+    """Prune down to `floor_m` million MACs; returns the curve (one point per milestone). Each
+    prune removes `maps_per_prune` maps, or with `fraction` that share of the maps still alive
+    (at least one): gentle on a small network, quick on a large one."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(0)
     curve: list[dict[str, Any]] = [
         {
             "macs": macs(model),
-            **score(torch_predictor(model.eval()), dev, 192),
+            **score(torch_predictor(model.eval()), dev, model.config.long_side),
             "checkpoint": str(student.save(model, out_dir / "student-unpruned.pt")),
         }
     ]
@@ -169,7 +179,7 @@ def prune(
                 loss.backward()  # type: ignore[no-untyped-call]
                 pruner.accumulate(len(batch))
                 optimiser.step()
-            saved = pruner.remove(maps_per_prune)
+            saved = pruner.remove(removal_count(model, maps_per_prune, fraction))
             if saved == 0:
                 break
             current -= saved
@@ -177,12 +187,15 @@ def prune(
             block.record = False
         model = student.compact(model)
         current = macs(model)
-        point: dict[str, Any] = {"macs": current, **score(torch_predictor(model.eval()), dev, 192)}
+        point: dict[str, Any] = {
+            "macs": current,
+            **score(torch_predictor(model.eval()), dev, model.config.long_side),
+        }
         point["checkpoint"] = str(student.save(model, out_dir / f"student-{current / 1e6:.0f}M.pt"))
         point["maps"] = {
             i: b.spec.mid
             for i, b in enumerate(model.blocks)
-            if isinstance(b, student.Block) and b.spec.expand
+            if isinstance(b, student.Block) and student.prunable(i, b.spec)
         }
         curve.append(point)
         log.info(
@@ -244,6 +257,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--beta", type=float, default=0.5)
     parser.add_argument("--maps-per-prune", type=int, default=16)
     parser.add_argument("--steps-between", type=int, default=2)
+    parser.add_argument(
+        "--fraction", type=float, default=0.0, help="remove this share of live maps per prune"
+    )
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--floor", type=float, default=18, help="stop at this many M MACs")
     parser.add_argument("--report", type=Path, default=Path("models/reports"))
@@ -253,10 +269,11 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="JSON list of curve points of an earlier leg that ended at --student",
     )
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     model = student.load(args.student)
     examples = distill.training_set(
         args.teacher,
@@ -280,6 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         args.steps_between,
         args.lr,
         args.floor,
+        fraction=args.fraction,
     )
     if args.curve_prefix:  # an earlier leg, down to the point this leg started from
         curve = json.loads(args.curve_prefix.read_text())[:-1] + curve
@@ -293,6 +311,7 @@ def main(argv: list[str] | None = None) -> None:
                 "chosen": chosen["checkpoint"],
                 "beta": args.beta,
                 "maps_per_prune": args.maps_per_prune,
+                "fraction": args.fraction,
                 "steps_between": args.steps_between,
             },
             indent=2,

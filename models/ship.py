@@ -21,12 +21,20 @@ log = logging.getLogger(__name__)
 RECIPE = "\n".join(
     [
         "python -m cropworker_models.teacher --data ../shared/data/fixations",
-        "python -m cropworker_models.distill --teacher cache/teacher.onnx --out cache/student.pt",
-        "python -m cropworker_models.prune --student cache/student.pt --teacher cache/teacher.onnx",
-        "python -m cropworker_models.distill --init cache/prune/student-NM.pt --steps 300 \\",
-        "    --lr 3e-4 --out cache/student-final.pt   # N: the point prune.py chose",
+        "python -m cropworker_models.distill --long-side 256 --steps 500 \\",
+        "    --out cache/s256/student-500.pt",
+        "python -m cropworker_models.distill --init cache/s256/student-500.pt --steps 1200 \\",
+        "    --threads 1 --out cache/s256/student-1700.pt",
+        "python -m cropworker_models.prune --student cache/s256/student-1700.pt --fraction 0.02 \\",
+        "    --steps-between 12 --floor 33 --threads 1 --out-dir cache/prune256",
+        "python -m cropworker_models.distill --init cache/prune256/student-NM.pt --steps 1500 \\",
+        "    --lr 3e-4 --threads 1 --out cache/student-final.pt   # N: the point prune.py chose",
         "python -m cropworker_models.ship cache/student-final.pt",
     ]
+)
+
+DISTILLED = (
+    "1,700 steps of 16 images, about 6 passes, before pruning; 1,500 steps of fine-tuning after"
 )
 
 
@@ -35,6 +43,7 @@ def comparison(
     teacher: dict[str, Any],
     vanilla: dict[str, Any],
     pruning: dict[str, Any],
+    distilled: str = DISTILLED,
 ) -> str:
     """The card's history section: how the student compares with what it was made from."""
     rows = []
@@ -69,6 +78,9 @@ def comparison(
             f"{leg}, 2 steps apart, down to {m / 1e6:.0f} M" for leg, m in ends.items()
         )
         legs = f"\n   Earlier stretches of the curve used faster schedules: {stretches}."
+    removed = f"{pruning['maps_per_prune']} feature maps"
+    if pruning.get("fraction"):
+        removed = f"{100 * pruning['fraction']:g}% of the feature maps still alive"
     return f"""
 ## How it was made
 1. **Teacher ensemble**: saliency readouts over frozen EfficientNet-Lite0, Lite1 and Lite2
@@ -76,8 +88,8 @@ def comparison(
 2. **Distillation** (`distill.py`): the student (EfficientNet-Lite0's blocks with ImageNet
    weights, at {student["cost"]["input"]}) trained end to end on the teacher's densities over the
    training images and 1,000 unlabelled photos, mirrored (cross-entropy to the teacher), plus the
-   fixation log-likelihood where human fixations exist.
-3. **Fisher pruning** (`prune.py`): {pruning["maps_per_prune"]} feature maps removed after every
+   fixation log-likelihood where human fixations exist ({distilled}).
+3. **Fisher pruning** (`prune.py`): {removed} removed after every
    {pruning["steps_between"]} training steps, those with the smallest Fisher loss estimate minus
    β = {pruning["beta"]} times their MAC cost (both median-normalised), down the curve below.{legs}
    The shipped point was picked on a dev split of the training images the student never saw
@@ -105,10 +117,11 @@ Crop quality, fixations kept relative to the best box:
 
 def architecture(model: object) -> str:
     assert isinstance(model, student.Student)
-    widths = ", ".join(str(b.spec.mid) for b in model.prunable())
+    stem, *blocks = (str(b.spec.mid) for b in model.prunable())
     c = model.config
     return f"""An inverted-residual network (EfficientNet-Lite0's blocks, ImageNet-initialised,
-trained end to end, then pruned). Expanded widths of its blocks after pruning: {widths}.
+trained end to end, then pruned). Feature maps kept by pruning: {stem} of the stem's 32, and
+expanded widths of the blocks {", ".join(blocks)}.
 The outputs of blocks {",".join(map(str, c.taps))} (strides 8, 16, 32) are read out by 1x1
 convolutions ({",".join(map(str, c.readout))} hidden channels), blurred, added to a learned
 centre log-prior and normalised by a softmax: a log-density over a grid at 1/{c.output_stride} of

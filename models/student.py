@@ -35,7 +35,7 @@ class BlockSpec:
     cout: int
     kernel: int
     stride: int
-    expand: bool  # False: the block works on its input directly (mid == cin, not prunable)
+    expand: bool  # False: the block works on its input directly (mid == cin)
 
     @property
     def skip(self) -> bool:
@@ -109,7 +109,15 @@ class Student(nn.Module):
         return out
 
     def prunable(self) -> list[Block]:
-        return [b for b in self.blocks if isinstance(b, Block) and b.spec.expand]
+        blocks = enumerate(self.blocks)
+        return [b for i, b in blocks if isinstance(b, Block) and prunable(i, b.spec)]
+
+
+def prunable(index: int, spec: BlockSpec) -> bool:
+    """Whether block `index` has maps pruning may remove: its expanded maps, or, for a first
+    block that works on the stem's output directly (no skip), the stem's own output maps, which
+    only that block reads. At full resolution the stem is the most expensive layer per map."""
+    return spec.expand or (index == 0 and not spec.skip)
 
 
 def from_lite0(config: net.SaliencyNetConfig = CONFIG) -> Student:
@@ -158,14 +166,20 @@ def _copy_block(source: Any, block: nn.Module) -> None:
 def compact(student: Student) -> Student:
     """A copy without the masked-out feature maps (same function, fewer weights)."""
     specs, blocks = [], []
-    for block in student.blocks:
+    for i, block in enumerate(student.blocks):
         assert isinstance(block, Block)
-        keep = torch.nonzero(block.mask).flatten() if block.spec.expand else None
-        spec = replace(block.spec, mid=len(keep)) if keep is not None else block.spec
+        keep = torch.nonzero(block.mask).flatten() if prunable(i, block.spec) else None
+        spec = block.spec
+        if keep is not None:
+            spec = replace(spec, mid=len(keep), cin=spec.cin if spec.expand else len(keep))
         specs.append(spec)
         blocks.append((block, keep))
     small = Student(student.config, specs)
-    small.stem.load_state_dict(student.stem.state_dict())
+    stem = student.stem.state_dict()
+    first, first_keep = blocks[0]
+    if first_keep is not None and not first.spec.expand:  # the stem lost maps with block 0
+        stem = {k: v[first_keep] if v.ndim >= 1 else v for k, v in stem.items()}
+    small.stem.load_state_dict(stem)
     small.head.load_state_dict(student.head.state_dict())
     for (old, keep), new in zip(blocks, small.blocks, strict=True):
         assert isinstance(new, Block)
@@ -199,12 +213,16 @@ def macs_per_map(student: Student, height: int, width: int) -> dict[int, float]:
     for h in hooks:
         h.remove()
     cost: dict[int, float] = {}
+    stem = student.stem[0]
+    assert isinstance(stem, nn.Conv2d)
+    stem_per_pixel = stem.in_channels * stem.kernel_size[0] * stem.kernel_size[1]
     for i, block in enumerate(student.blocks):
         assert isinstance(block, Block)
-        if block.spec.expand:
+        if prunable(i, block.spec):
             hi, wi, ho, wo = sizes[i]
             s = block.spec
-            cost[i] = hi * wi * s.cin + ho * wo * s.kernel**2 + ho * wo * s.cout
+            made = s.cin if s.expand else stem_per_pixel  # what producing one map costs
+            cost[i] = hi * wi * made + ho * wo * s.kernel**2 + ho * wo * s.cout
     return cost
 
 

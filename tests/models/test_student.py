@@ -47,15 +47,19 @@ def test_compact_keeps_the_function_and_drops_the_weights(lite0_student: student
     with torch.no_grad():
         assert torch.allclose(model(x), small(x), atol=1e-4)
     assert prune.macs(small) < 0.6 * prune.macs(lite0_student)
+    assert len(model.prunable()) == 16  # the 15 expanded blocks and the stem's maps (block 0)
+    assert small.stem[0].out_channels == small.blocks[0].spec.mid < 32
     for block, spec in zip(small.prunable(), [b.spec for b in model.prunable()], strict=True):
         assert block.spec.mid < spec.mid
         assert block.depthwise.weight.shape[0] == block.spec.mid
 
 
-def test_macs_per_map_matches_the_measured_saving(lite0_student: student.Student) -> None:
+@pytest.mark.parametrize("block", [0, 6])  # 0: the stem's maps, 6: a block's expanded maps
+def test_macs_per_map_matches_the_measured_saving(
+    lite0_student: student.Student, block: int
+) -> None:
     cost = student.macs_per_map(lite0_student, *prune.served_shape(lite0_student))
     model = student.from_lite0()
-    block = 6
     model.blocks[block].mask[:10] = 0
     saved = prune.macs(lite0_student) - prune.macs(student.compact(model))
     assert saved == 10 * cost[block]
@@ -91,6 +95,19 @@ def test_every_block_keeps_a_few_maps() -> None:
     pruner = prune.FisherPruner(model, beta=1.0)
     pruner.remove(100_000)
     assert all(int(b.mask.sum()) == prune.MIN_MAPS for b in model.prunable())
+
+
+def test_a_fractional_schedule_removes_a_share_of_the_live_maps() -> None:
+    model = student.from_lite0()
+    alive = sum(b.spec.mid for b in model.prunable())
+    assert prune.removal_count(model, 16, 0.0) == 16
+    assert prune.removal_count(model, 16, 0.02) == round(0.02 * alive)
+    for block in model.prunable():
+        block.mask[block.spec.mid // 2 :] = 0
+    assert prune.removal_count(model, 16, 0.02) < round(0.011 * alive)
+    for block in model.prunable():
+        block.mask[1:] = 0
+    assert prune.removal_count(model, 16, 0.02) == 1  # never stalls at zero
 
 
 def _fixation_image(tmp: Path, i: int, rng: np.random.Generator) -> data.FixationImage:
