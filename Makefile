@@ -21,8 +21,8 @@ demo: install
 	$(BIN)/cropworker demo
 
 lint: install-dev
-	$(BIN)/ruff check worker models tests benchmarks
-	$(BIN)/ruff format --check worker models tests benchmarks
+	$(BIN)/ruff check worker models tests benchmarks fuzz
+	$(BIN)/ruff format --check worker models tests benchmarks fuzz
 	$(BIN)/mypy -p cropworker -p cropworker_models
 
 test: lint

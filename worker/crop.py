@@ -12,6 +12,7 @@ gives a centre crop and results are deterministic.
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -26,11 +27,13 @@ _ASPECT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*$")
 
 
 def parse_aspect(text: str) -> float:
-    """ "16:9" -> 16/9. Raises `AspectError` for anything but two positive numbers."""
+    """ "16:9" -> 16/9. Raises `AspectError` for anything but two positive numbers whose ratio
+    is finite and positive (400 nines on each side overflow to inf:inf)."""
     match = _ASPECT.match(text)
-    if not match or float(match[1]) <= 0 or float(match[2]) <= 0:
+    ratio = float(match[1]) / float(match[2]) if match and float(match[2]) > 0 else math.nan
+    if not match or not math.isfinite(ratio) or ratio <= 0:
         raise AspectError(f"aspect ratio must look like W:H with positive numbers, got {text!r}")
-    return float(match[1]) / float(match[2])
+    return ratio
 
 
 def box_size(width: int, height: int, aspect: float) -> tuple[int, int]:
@@ -91,7 +94,8 @@ def salient_points(
     top = float(saliency.max())
     if top <= 0:
         return []
-    rows, cols = np.nonzero(is_peak & (saliency >= min_score * top))
+    # `> 0` too: for a subnormal top, min_score * top rounds to 0 in float32
+    rows, cols = np.nonzero(is_peak & (saliency >= min_score * top) & (saliency > 0))
     order = np.argsort(-saliency[rows, cols], kind="stable")[:k]
     return [
         (

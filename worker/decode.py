@@ -129,16 +129,37 @@ def _decode_jpeg(
         raise CorruptImageError("JPEG is truncated (no end-of-image marker)")
     width, height = header.oriented_size
     factor = jpeg_reduction(width, height, target)
-    bgr = _imdecode(buffer, _REDUCED_FLAGS[factor], "jpeg")
-    got_h, got_w = bgr.shape[:2]
-    if (got_w, got_h) != (math.ceil(width / factor), math.ceil(height / factor)):
-        if (got_w, got_h) == (math.ceil(height / factor), math.ceil(width / factor)):
-            width, height = height, width  # the decoder ignored an orientation tag it disliked
-        else:
-            raise CorruptImageError(
-                f"JPEG decoded to {got_w}x{got_h}, header says {width}x{height} / {factor}"
-            )
-    return bgr, width, height
+    # The orientation is applied here, from the probe's reading, not by OpenCV: its EXIF parser
+    # drops the whole block over one bad entry elsewhere in it (a huge count, a bad offset),
+    # while viewers still turn the image, and the crops must be in the frame they show.
+    flags = _REDUCED_FLAGS[factor] | cv2.IMREAD_IGNORE_ORIENTATION
+    bgr = _imdecode(buffer, flags, "jpeg")
+    stored = (math.ceil(header.width / factor), math.ceil(header.height / factor))
+    if (bgr.shape[1], bgr.shape[0]) != stored:
+        raise CorruptImageError(
+            f"JPEG decoded to {bgr.shape[1]}x{bgr.shape[0]}, "
+            f"header says {header.width}x{header.height} / {factor}"
+        )
+    return _orient(bgr, header.orientation), width, height
+
+
+def _orient(image: np.ndarray, orientation: int) -> np.ndarray:
+    """The stored pixels turned the way EXIF `orientation` (1-8) says they are displayed."""
+    if orientation == 2:
+        return cv2.flip(image, 1)  # mirrored left to right
+    if orientation == 3:
+        return cv2.rotate(image, cv2.ROTATE_180)
+    if orientation == 4:
+        return cv2.flip(image, 0)  # mirrored top to bottom
+    if orientation == 5:
+        return cv2.transpose(image)
+    if orientation == 6:
+        return cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
+    if orientation == 7:
+        return cv2.rotate(cv2.transpose(image), cv2.ROTATE_180)
+    if orientation == 8:
+        return cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return image
 
 
 def _to_bgr8(image: np.ndarray) -> np.ndarray:
@@ -146,8 +167,11 @@ def _to_bgr8(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:
-        scaled = np.clip(image.astype(np.float32) * (255.0 if image.max() <= 1.0 else 1.0), 0, 255)
-        image = scaled.astype(np.uint8)
+        # Float and 32-bit TIFFs: NaN and infinities carry no brightness (and would make the
+        # cast undefined); values that all lie in [0, 1] are fractions of full scale.
+        finite = np.clip(np.nan_to_num(image, nan=0, posinf=0, neginf=0), 0, 255)
+        scale = 255.0 if finite.max() <= 1 else 1.0
+        image = (finite.astype(np.float32) * scale).astype(np.uint8)
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     channels = image.shape[2]

@@ -5,7 +5,8 @@
     │   ├── EmptyImageError          zero bytes
     │   ├── UnsupportedFormatError   not a JPEG, PNG, WebP, GIF, BMP or TIFF
     │   ├── CorruptImageError        the header or the data cannot be decoded (truncated, malformed)
-    │   └── ImageTooLargeError       over the byte or pixel limit (checked before decoding)
+    │   ├── ImageTooLargeError       over the byte or pixel limit (checked before decoding)
+    │   └── ImageTooComplexError     decoding would cost far more than the size says (JPEG scans)
     ├── AspectError                  an aspect ratio that is not "W:H" with positive numbers
     ├── ModelError                   a model file is missing, malformed or not loadable
     ├── SettingsError                a worker setting (flag or CROPWORKER_* variable) is invalid
@@ -53,6 +54,14 @@ class CorruptImageError(ImageError):
 
 class ImageTooLargeError(ImageError):
     code = "too_large"
+
+
+class ImageTooComplexError(ImageError):
+    """Within the byte and pixel limits, but the decoder would spend far longer on it than the
+    size suggests: a progressive JPEG with more scans than any encoder writes (each scan makes
+    the decoder walk every block of the image again). Checked from the header, before decoding."""
+
+    code = "too_complex"
 
 
 class AspectError(CropworkerError, ValueError):

@@ -9,7 +9,6 @@ the two agree and that every result the worker writes validates against its sche
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 from collections.abc import Sequence
@@ -27,6 +26,11 @@ SCHEMA_FILES = {UPLOAD_SCHEMA: "upload-event.v1.json", RESULT_SCHEMA: "crop-resu
 MAX_MEDIA_ID = 256
 MAX_URL = 4096
 MAX_ASPECTS = 16
+# Short enough that both numbers stay within float range: 400 nines parse as inf, and inf:inf
+# is a NaN ratio that fails the crop geometry inside the worker's loop.
+MAX_ASPECT_CHARS = 64
+# Timestamps travel on as int64 (Kafka's own timestamps, every JSON reader in Java or Go).
+MAX_TIMESTAMP_MS = 2**63 - 1
 URL_SCHEMES = (
     "file://",
     "http://",
@@ -36,6 +40,8 @@ URL_SCHEMES = (
 # Dead-letter error messages are for people; keep headers small whatever an exception says.
 MAX_ERROR_MESSAGE = 1000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A URL is printable ASCII (RFC 3986); anything else must arrive percent-encoded.
+_URL_CHARS = re.compile(r"[!-~]+")
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,9 @@ def parse_event(value: bytes | None, max_image_bytes: int) -> UploadEvent:
         raise EventError("message has no value")
     try:
         doc = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    # ValueError beyond malformed JSON: an integer of over 4300 digits (int_max_str_digits);
+    # RecursionError: arrays or objects nested deeper than the interpreter's recursion limit.
+    except (ValueError, RecursionError) as exc:
         raise EventError(f"value is not UTF-8 JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise EventError("event must be a JSON object")
@@ -93,9 +101,15 @@ def parse_event(value: bytes | None, max_image_bytes: int) -> UploadEvent:
         raise EventError(f"media_id must be a string of 1 to {MAX_MEDIA_ID} characters")
     if _CONTROL.search(media_id):
         raise EventError("media_id must not contain control characters")
+    if not _encodable(media_id):  # the result's key: a lone surrogate cannot be sent
+        raise EventError("media_id must be valid Unicode (a lone surrogate is not)")
     timestamp = doc.get("timestamp_ms")
-    if not isinstance(timestamp, int) or isinstance(timestamp, bool) or timestamp < 0:
-        raise EventError("timestamp_ms must be a non-negative integer")
+    if (
+        not isinstance(timestamp, int)
+        or isinstance(timestamp, bool)
+        or not 0 <= timestamp <= MAX_TIMESTAMP_MS
+    ):
+        raise EventError(f"timestamp_ms must be an integer from 0 to {MAX_TIMESTAMP_MS}")
     return UploadEvent(
         media_id, timestamp, _image(doc.get("image"), max_image_bytes), _aspects(doc)
     )
@@ -109,11 +123,13 @@ def _image(image: Any, max_image_bytes: int) -> ImageRef:
             raise ImageTooLargeError(f"inline image is over the limit of {max_image_bytes} bytes")
         try:
             return InlineImage(base64.b64decode(data, validate=True))
-        except binascii.Error as exc:
+        except ValueError as exc:  # binascii.Error, or a character outside ASCII
             raise EventError(f"image.data_b64 is not base64: {exc}") from exc
     if isinstance(url := image.get("url"), str) and 0 < len(url) <= MAX_URL:
         if not url.startswith(URL_SCHEMES):
             raise EventError(f"image.url must start with one of {', '.join(URL_SCHEMES)}")
+        if not _URL_CHARS.fullmatch(url):
+            raise EventError("image.url must be printable ASCII without spaces (percent-encode)")
         return ImageUrl(url)
     raise EventError(f"image.data_b64 must be a string, or image.url one of 1 to {MAX_URL}")
 
@@ -125,15 +141,26 @@ def _aspects(doc: dict[str, Any]) -> tuple[str, ...] | None:
     if (
         not isinstance(aspects, list)
         or not 0 < len(aspects) <= MAX_ASPECTS
-        or not all(isinstance(a, str) for a in aspects)
+        or not all(isinstance(a, str) and len(a) <= MAX_ASPECT_CHARS for a in aspects)
     ):
-        raise EventError(f"aspects must be a list of 1 to {MAX_ASPECTS} strings")
+        raise EventError(
+            f"aspects must be a list of 1 to {MAX_ASPECTS} strings of at most "
+            f"{MAX_ASPECT_CHARS} characters"
+        )
     try:
         for name in aspects:
             crop.parse_aspect(name)
     except CropworkerError as exc:
         raise EventError(str(exc)) from exc
     return tuple(aspects)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def upload_event(

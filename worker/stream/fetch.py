@@ -1,12 +1,15 @@
 """Image bytes for an upload event: inline, `file://` under one root, or `http(s)://` from
 allowed hosts. `s3://` is not supported in this build.
 
-Every reference is checked before any I/O: a file path must resolve (symlinks followed) inside
-`file_root`; an http(s) host must be on the allow-list and, unless `allow_private`, resolve only
-to public addresses (no loopback, private, link-local, multicast or reserved ranges, the usual
-SSRF targets), and the connection goes to the address that was checked, so a second DNS answer
-cannot swap it. Redirects are not followed. Transient failures (timeouts, connection errors,
-HTTP 5xx, 408 and 429) are retried with exponential backoff; the rest fail at once.
+Every reference is checked before any I/O: a file path must resolve (symlinks followed) to a
+regular file inside `file_root`; an http(s) host must be on the allow-list and, unless
+`allow_private`, resolve only to globally routable addresses (no loopback, private, shared
+(CGNAT), link-local, multicast or reserved ranges, nor IPv6 forms that embed one: the usual SSRF
+targets), and the connection goes to the address that was checked, so a second DNS answer cannot
+swap it. Redirects are not followed. The whole response (status line, headers, body) must
+arrive within `read_timeout_s`, so a server that trickles bytes cannot hold a decode thread.
+Transient failures (timeouts, connection errors, HTTP 5xx, 408 and 429) are retried with
+exponential backoff; the rest fail at once.
 
 The network sits behind two seams that tests replace: `Resolver` (host, port -> addresses) and
 `HttpTransport` (one GET to a checked address).
@@ -15,23 +18,29 @@ The network sits behind two seams that tests replace: `Resolver` (host, port -> 
 from __future__ import annotations
 
 import http.client
+import io
 import ipaddress
+import re
 import socket
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from ..errors import FetchError, FetchForbiddenError, ImageTooLargeError
 from .events import ImageRef, InlineImage
 from .settings import Settings
 
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
 USER_AGENT = "cropworker/0.1"
 CHUNK_BYTES = 64 * 1024
 _RETRYABLE_STATUS = frozenset({408, 429})
+_URL_CHARS = re.compile(r"[!-~]+")  # printable ASCII: http.client sends nothing else
 
 Resolver = Callable[[str, int], list[str]]
 
@@ -106,6 +115,8 @@ class Fetcher:
         raise AssertionError("unreachable: the loop returns or raises")
 
     def _fetch_once(self, url: str) -> bytes:
+        if not _URL_CHARS.fullmatch(url):
+            raise FetchForbiddenError("reference is not printable ASCII (percent-encode it)")
         parsed = urlsplit(url)
         if parsed.scheme == "file":
             return self._read_file(parsed)
@@ -127,6 +138,8 @@ class Fetcher:
             raise FetchForbiddenError(f"unusable file path: {exc}") from exc
         if not path.is_relative_to(root):
             raise FetchForbiddenError(f"{unquote(url.path)} is outside {root}")
+        if not path.is_file():  # a FIFO or device under the root would block or never end
+            raise FetchForbiddenError(f"{path} is not a regular file")
         try:
             with path.open("rb") as f:
                 data = f.read(self.policy.max_bytes + 1)
@@ -166,10 +179,12 @@ def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
 
 
 def is_public(address: str) -> bool:
+    """Globally routable, and so not an SSRF target. IPv4-mapped (::ffff:a.b.c.d) and 6to4
+    (2002:AABB:CCDD::) addresses are judged by the IPv4 address they reach."""
     ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return not (
+    if isinstance(ip, ipaddress.IPv6Address):
+        ip = ip.ipv4_mapped or ip.sixtofour or ip
+    return ip.is_global and not (
         ip.is_private
         or ip.is_loopback
         or ip.is_link_local
@@ -217,7 +232,7 @@ class HttpClientTransport:
             conn.connect()
             assert conn.sock is not None
             conn.sock.settimeout(policy.read_timeout_s)
-            deadline = time.monotonic() + policy.read_timeout_s
+            conn.response_class = _deadline_response(time.monotonic() + policy.read_timeout_s)
             conn.request("GET", target, headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
             response = conn.getresponse()
             if response.status != 200:
@@ -226,7 +241,7 @@ class HttpClientTransport:
             length = response.getheader("Content-Length")
             if length and length.isdigit() and int(length) > policy.max_bytes:
                 raise ImageTooLargeError(f"{length} bytes announced, limit {policy.max_bytes}")
-            return _read_body(response, policy.max_bytes, deadline)
+            return _read_body(response, policy.max_bytes)
         except ssl.SSLCertVerificationError as exc:
             raise FetchError(f"TLS verification failed for {url.hostname}: {exc}") from exc
         except (OSError, http.client.HTTPException) as exc:
@@ -237,13 +252,57 @@ class HttpClientTransport:
             conn.close()
 
 
-def _read_body(response: http.client.HTTPResponse, max_bytes: int, deadline: float) -> bytes:
+def _read_body(response: http.client.HTTPResponse, max_bytes: int) -> bytes:
     chunks, total = [], 0
     while chunk := response.read(CHUNK_BYTES):
         total += len(chunk)
         if total > max_bytes:
             raise ImageTooLargeError(f"response is over the limit of {max_bytes} bytes")
-        if time.monotonic() > deadline:
-            raise FetchError("response body timed out", retryable=True)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket read with what is left until `deadline` as the timeout of every receive. A
+    socket timeout alone bounds each receive, so one byte every few seconds would never trip it;
+    this bounds them all together."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        # A reader made by the socket keeps it open until the response is closed, even after
+        # http.client closes the connection (as it does at once for "Connection: close").
+        self.raw = sock.makefile("rb", buffering=0)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int | None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the response did not arrive in time")
+        self.sock.settimeout(left)
+        return self.raw.readinto(buffer)
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def _deadline_response(deadline: float) -> type[http.client.HTTPResponse]:
+    """An `HTTPResponse` class (http.client builds the response itself) that reads the status
+    line, the headers and the body through a `_DeadlineReader`."""
+
+    class DeadlineResponse(http.client.HTTPResponse):
+        def __init__(
+            self,
+            sock: socket.socket,
+            debuglevel: int = 0,
+            method: str | None = None,
+            url: str | None = None,
+        ) -> None:
+            super().__init__(sock, debuglevel, method, url)
+            self.fp.close()  # the base class's own reader, never read from
+            self.fp = io.BufferedReader(_DeadlineReader(sock, deadline))
+
+    return DeadlineResponse
