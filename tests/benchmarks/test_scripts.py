@@ -87,3 +87,33 @@ def test_report_formats_measured_and_unmeasured_rows() -> None:
     text = worker_throughput.format_report(report)
     assert "60.0" in text and "flat" in text and "not measured" in text
     assert "0.48" in text  # p99 120 ms against the 250 ms target
+
+
+def test_fault_recovery_waits_for_the_slowest_partition() -> None:
+    faults = load("faults")
+    tally = faults.Tally("127.0.0.1:1", faults.Topics("in", "out", "dead"))  # never started
+    tally.inputs = {"a": 0, "b": 1, "c": 1, "old": 2}
+    tally.first = {"a": 12.0, "b": 15.0, "c": 11.0, "old": 9.0}
+    sent_at = {"a": 10.5, "b": 10.2, "c": 10.1, "old": 5.0}
+    # after 10.0: partition 0 answered at 12, partition 1 at 11; partition 2 got nothing new
+    assert faults.recovery(tally, sent_at, 10.0) == 2.0
+    assert faults.recovery(tally, sent_at, 20.0) is None
+
+
+def test_fault_report_is_a_table_with_every_scenario() -> None:
+    faults = load("faults")
+    outcome = faults.Outcome("broker-stall", 100, 102, 0, 2, 0, 8.0, 3.5, checks={"lost": 4})
+    hung = faults.Outcome("slow-batch", 100, 100, 1, 0, 0, 8.0, None, hung=True)
+    report = {
+        "date": "2026-11-29",
+        "args": ["--uploads", "100"],
+        "uploads": 100,
+        "rate": 10.0,
+        "fault_s": 8.0,
+        "machine": "2 cores",
+        "load_average": 1.0,
+        "outcomes": [outcome.__dict__, hung.__dict__],
+    }
+    text = faults.format_report(report)
+    assert "| broker-stall | 100 | 102 | 0 | 2 | 8.0 | 3.5 | ok | lost: 4 |" in text
+    assert "| slow-batch | 100 | 100 | 1 | 0 | 8.0 | - | hung |  |" in text

@@ -5,13 +5,9 @@ duplicated, and it exits in bounded time)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +15,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from cropworker.stream.broker import EmbeddedBroker, free_port
+from cropworker.stream.broker import EmbeddedBroker
 from cropworker.stream.events import upload_event
-from cropworker.stream.settings import ENV_PREFIX, Settings
+from cropworker.stream.settings import Settings
+from tests.benchmarks.conftest import load
 from tests.stream.conftest import Reader, Topics, settings_for, small_jpeg
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -31,26 +28,8 @@ RATE_PER_S = 40.0
 KILL_AFTER = 30  # results seen before one worker is stopped
 
 
-class WorkerProcess:
-    def __init__(self, settings: Settings, log: Path) -> None:
-        self.port = free_port()
-        env = {ENV_PREFIX + k.upper(): v for k, v in settings.describe().items()}
-        env |= {"CROPWORKER_METRICS_PORT": str(self.port), "CROPWORKER_METRICS_HOST": "127.0.0.1"}
-        self.log = log
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "cropworker", "run"],
-                env={**os.environ, **env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
+class WorkerProcess(load("faults").WorkerProcess):
+    """The fault benchmark's worker process, plus what these tests look at."""
 
     def last_assignment(self) -> list[str]:
         lines = [json.loads(line) for line in self.log.read_text().splitlines() if line[:1] == "{"]
@@ -123,14 +102,21 @@ def results_after_stopping(
 
 
 def test_kill_9_loses_nothing_and_duplicates_at_most_one_batch(
-    broker: EmbeddedBroker, topics: Topics, tmp_path: Path, spawn: list[WorkerProcess]
+    broker: EmbeddedBroker,
+    topics: Topics,
+    tmp_path: Path,
+    spawn: list[WorkerProcess],
+    request: pytest.FixtureRequest,
 ) -> None:
     victim, survivor, settings = start_pair(broker, topics, tmp_path, spawn)
     assert victim.last_assignment()  # it owns partitions of the stream
     counts = results_after_stopping(broker, topics, victim, signal.SIGKILL, 5)
     assert victim.process.returncode == -signal.SIGKILL
+    lost = UPLOADS - len(set(counts) & {f"u{i}".encode() for i in range(UPLOADS)})
+    duplicates = sum(counts.values()) - len(counts)
+    print(f"kill -9 of one of two workers: {UPLOADS} uploads, lost {lost}, duplicated {duplicates}")
+    request.node.user_properties += [("lost", lost), ("duplicated", duplicates)]
     assert set(counts) == {f"u{i}".encode() for i in range(UPLOADS)}
-    duplicates = sum(counts.values()) - UPLOADS
     assert duplicates <= settings.max_batch, counts.most_common(10)
     assert survivor.process.poll() is None
     assert len(survivor.last_assignment()) == 4

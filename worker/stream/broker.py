@@ -10,6 +10,7 @@ added later, and a restart forgets all topics and committed offsets.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import subprocess
 import time
@@ -120,6 +121,21 @@ class EmbeddedBroker:
         """Stop and start again on the same port (memory storage: topics and offsets are gone)."""
         self.stop()
         self.start()
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open and nothing is answered, as with a
+        broker stalled by a long garbage collection or an overloaded host. Tests use it."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused broker run again (SIGCONT)."""
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, signum: signal.Signals) -> None:
+        if not self.running:
+            raise BrokerError("the embedded broker is not running")
+        assert self._process is not None
+        self._process.send_signal(signum)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -8,6 +8,7 @@ stop the process.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from confluent_kafka import Message
 from ..decode import DecodedImage
 from ..errors import CropworkerError, FetchError
 from ..pipeline import Cropper
-from .events import Source, UploadEvent, parse_event
+from .events import InlineImage, Source, UploadEvent, parse_event
 from .fetch import Fetcher
 from .logs import fields
 from .metrics import WorkerMetrics
@@ -40,6 +41,7 @@ class Job:
     error_message: str = ""
     attempts: int = 1
     payload_released: bool = False
+    counted_bytes: int = 0  # what the worker's in-flight byte count holds for this job
 
     @classmethod
     def from_message(cls, message: Message, ticket: Ticket) -> Job:
@@ -50,8 +52,26 @@ class Job:
         return cls(ticket, source, message.key(), message.value(), headers)
 
     def release_payload(self) -> None:
-        """Drop the encoded message value once it is decoded (memory stays flat)."""
+        """Drop the encoded bytes once the image is decoded: the message value and the inline
+        image inside the parsed event (memory stays flat)."""
         self.value, self.payload_released = None, True
+        self.drop_image()
+
+    def drop_image(self) -> None:
+        """Forget an inline image's bytes (decoded or rejected); the event keeps the rest."""
+        if self.event is not None and isinstance(self.event.image, InlineImage):
+            self.event = dataclasses.replace(self.event, image=InlineImage(b""))
+
+    def held_bytes(self) -> int:
+        """Bytes this job keeps alive: the message (key, value, headers), an inline image's
+        data, the decoded network input."""
+        total = len(self.key or b"") + len(self.value or b"")
+        total += sum(len(name) + len(value) for name, value in self.headers)
+        if self.event is not None and isinstance(self.event.image, InlineImage):
+            total += len(self.event.image.data)
+        if self.decoded is not None:
+            total += self.decoded.rgb.nbytes
+        return total
 
     def where(self) -> dict[str, Any]:
         """Log fields naming the input message."""

@@ -64,6 +64,11 @@ class WorkerMetrics:
             "Images consumed and not yet finished",
             registry=registry,
         )
+        self.in_flight_bytes = Gauge(
+            "cropworker_in_flight_bytes",
+            "Bytes held by in-flight images: encoded messages until decoded, then network inputs",
+            registry=registry,
+        )
         self.paused = Gauge(
             "cropworker_partitions_paused",
             "1 while input partitions are paused for backpressure",

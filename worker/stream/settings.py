@@ -99,6 +99,15 @@ class Settings:
     session_timeout_ms: int = field(
         default=45_000, metadata=_meta("consumer group session timeout", int)
     )
+    # librdkafka's default. One loop iteration (consume, then a whole inference batch) must
+    # stay under it, or the consumer leaves the group and its partitions are lost (their work
+    # is then redone by whoever gets them: duplicates, never a loss).
+    max_poll_interval_ms: int = field(
+        default=300_000,
+        metadata=_meta(
+            "longest gap between consumer polls before the group drops this worker (ms)", int
+        ),
+    )
     commit_interval_ms: int = field(
         default=0,
         metadata=_meta(
@@ -186,6 +195,12 @@ class Settings:
     max_in_flight: int = field(
         default=256, metadata=_meta("images in the worker before partitions are paused", int)
     )
+    # What in-flight jobs hold: the encoded message until decoded, then the network input.
+    # 256 MiB keeps the worst case of docs/limits.md, decoding aside, in the chart's 1 GiB limit.
+    max_in_flight_bytes: int = field(
+        default=256 * 1024 * 1024,
+        metadata=_meta("bytes held by in-flight images before partitions are paused", int),
+    )
     shutdown_timeout_s: float = field(
         default=20.0, metadata=_meta("bound on draining at SIGTERM or revocation", float)
     )
@@ -241,11 +256,15 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
-        for name in ("threads", "decode_threads", "max_batch", "max_in_flight", "fetch_attempts"):
+        positive = ("threads", "decode_threads", "max_batch", "max_in_flight", "fetch_attempts")
+        for name in (*positive, "max_in_flight_bytes", "max_message_bytes"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_in_flight < self.max_batch:
             raise SettingsError("max_in_flight must be at least max_batch")
+        if self.max_poll_interval_ms < self.session_timeout_ms:
+            # librdkafka refuses to create the consumer otherwise
+            raise SettingsError("max_poll_interval_ms must be at least session_timeout_ms")
         if self.backend not in BACKEND_CHOICES:
             raise SettingsError(f"backend must be one of {BACKEND_CHOICES}, got {self.backend!r}")
         if self.backend == "tensorrt" and self.engine is None:
@@ -299,6 +318,7 @@ class Settings:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "session.timeout.ms": self.session_timeout_ms,
+            "max.poll.interval.ms": self.max_poll_interval_ms,
             # the Kafka guidance: heartbeat at most a third of the session timeout
             "heartbeat.interval.ms": min(3_000, self.session_timeout_ms // 3),
             "statistics.interval.ms": self.statistics_interval_ms,

@@ -8,10 +8,14 @@ fetch release the GIL), batches decoded images by input shape and runs the netwo
 of the next batch overlaps inference of the current one. Delivery is at-least-once: an input
 offset is stored only when the output for it and for every earlier message of its partition is
 acknowledged by the broker (`OffsetTracker`), and committed right after. At most `max_in_flight`
-images are inside the worker; at that point the input partitions are paused until half have
-finished, so a backlog costs no memory. On revocation the worker finishes what it holds, flushes
-and commits before giving the partitions up; on loss it drops their work uncommitted. `stop()`
-(SIGTERM) stops consuming, drains, flushes, commits and closes within `shutdown_timeout_s`.
+images, holding at most `max_in_flight_bytes` (plus one message), are inside the worker; at
+either limit the input partitions are paused until both are down to half, so a backlog costs no
+memory (docs/limits.md). One consume() takes no more messages than the byte room left holds at
+the largest message size, and at least one, so an image larger than the limit still passes
+alone. On revocation the worker finishes what it holds, flushes and commits before giving the
+partitions up; on loss (a session timeout, or a batch longer than `max_poll_interval_ms`) it
+drops their work uncommitted. `stop()` (SIGTERM) stops consuming, drains, flushes, commits and
+closes within `shutdown_timeout_s`.
 """
 
 from __future__ import annotations
@@ -89,6 +93,7 @@ class Worker:
         self._done: queue.SimpleQueue[concurrent.futures.Future[Job]] = queue.SimpleQueue()
         self._pending: set[concurrent.futures.Future[Job]] = set()
         self._in_flight = 0
+        self._in_flight_bytes = 0
         self._paused = False
         self._commit_due = False
         self._last_commit = float("-inf")
@@ -136,8 +141,7 @@ class Worker:
     def _step(self, pool: concurrent.futures.ThreadPoolExecutor) -> None:
         consumer = self._consumer
         assert consumer is not None
-        room = max(1, self.settings.max_in_flight - self._in_flight)
-        for message in consumer.consume(room, self._wait_time()):
+        for message in consumer.consume(self._room(), self._wait_time()):
             self._accept(message, pool)
         if self._fatal is not None:
             raise self._fatal
@@ -149,6 +153,14 @@ class Worker:
         if self._commit_due and now - self._last_commit >= self.settings.commit_interval_ms / 1e3:
             self._commit_async(now)
         self._backpressure()
+
+    def _room(self) -> int:
+        """Messages the next consume() may return, from both limits, counting each message at
+        the largest size it may have; at least one, so that the worker always makes progress."""
+        s = self.settings
+        by_count = s.max_in_flight - self._in_flight
+        by_bytes = (s.max_in_flight_bytes - self._in_flight_bytes) // s.max_message_bytes
+        return max(1, min(by_count, by_bytes))
 
     def _wait_time(self) -> float:
         due = self._batcher.next_deadline()
@@ -170,6 +182,7 @@ class Worker:
         job = Job.from_message(message, self._tracker.track(topic, partition, offset))
         self._in_flight += 1
         self.metrics.in_flight.set(self._in_flight)
+        self._account(job)
         future = pool.submit(
             prepare,
             job,
@@ -193,10 +206,13 @@ class Worker:
             if not self._tracker.is_current(job.ticket):
                 self._finish(job)  # its partition was lost or revoked meanwhile
             elif job.error_type:
+                job.drop_image()
+                self._account(job)
                 self._dead_letter(job)
             else:
                 assert job.decoded is not None
                 job.release_payload()  # decoded: the encoded bytes need not stay in memory
+                self._account(job)
                 self._batcher.add(job.decoded.rgb.shape, job, now)
 
     def _run_batch(self, batch: Batch[tuple[int, ...], Job]) -> None:
@@ -212,6 +228,7 @@ class Worker:
             event = job.event
             assert event is not None
             job.decoded = None
+            self._account(job)
             crops = result.crops
             if event.aspects is not None:
                 asked = {name: crop.parse_aspect(name) for name in event.aspects}
@@ -267,6 +284,16 @@ class Worker:
     def _finish(self, job: Job) -> None:
         self._in_flight -= 1
         self.metrics.in_flight.set(self._in_flight)
+        self._in_flight_bytes -= job.counted_bytes
+        job.counted_bytes = 0
+        self.metrics.in_flight_bytes.set(self._in_flight_bytes)
+
+    def _account(self, job: Job) -> None:
+        """Bring the in-flight byte count up to date with what `job` holds now."""
+        held = job.held_bytes()
+        self._in_flight_bytes += held - job.counted_bytes
+        job.counted_bytes = held
+        self.metrics.in_flight_bytes.set(self._in_flight_bytes)
 
     # Offsets, backpressure, rebalancing -----------------------------------------------------
 
@@ -299,11 +326,13 @@ class Worker:
 
     def _backpressure(self) -> None:
         assert self._consumer is not None
-        limit = self.settings.max_in_flight
-        if not self._paused and self._in_flight >= limit:
+        images, size = self.settings.max_in_flight, self.settings.max_in_flight_bytes
+        full = self._in_flight >= images or self._in_flight_bytes >= size
+        half_empty = self._in_flight <= images // 2 and self._in_flight_bytes <= size // 2
+        if not self._paused and full:
             self._consumer.pause(self._consumer.assignment())
             self._paused = True
-        elif self._paused and self._in_flight <= limit // 2:
+        elif self._paused and half_empty:
             self._consumer.resume(self._consumer.assignment())
             self._paused = False
         self.metrics.paused.set(1 if self._paused else 0)
