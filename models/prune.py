@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,7 @@ def plot(
     chosen: dict[str, Any],
     vanilla_macs: float,
     path: Path,
+    earlier: Sequence[tuple[str, list[dict[str, Any]]]] = (),
 ) -> None:
     import matplotlib
 
@@ -231,6 +233,9 @@ def plot(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, points in earlier:  # earlier runs, for comparison
+        macs = [p["macs"] / 1e6 for p in points]
+        ax.plot(macs, [p["nss"] for p in points], ".-", color="0.6", label=label)
     ax.plot([p["macs"] / 1e6 for p in curve], [p["nss"] for p in curve], "o-", label="student")
     ax.axhline(teacher["nss"], color="k", ls="--", label="teacher ensemble")
     ax.axhline((1 - TOLERANCE) * teacher["nss"], color="grey", ls=":", label="teacher - 3%")
@@ -270,6 +275,9 @@ def main(argv: list[str] | None = None) -> None:
         help="JSON list of curve points of an earlier leg that ended at --student",
     )
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--compare", type=Path, help="an earlier run's pruning JSON, drawn in grey on the plot"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.manual_seed(0)
@@ -302,7 +310,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.curve_prefix:  # an earlier leg, down to the point this leg started from
         curve = json.loads(args.curve_prefix.read_text())[:-1] + curve
     chosen = pick(curve, teacher["nss"], args.vanilla_macs / 10)
-    plot(curve, teacher, chosen, args.vanilla_macs, args.report / "pruning.png")
+    earlier = []
+    if args.compare:
+        points = json.loads(args.compare.read_text())["curve"]
+        earlier.append((f"earlier: {args.compare.stem}", points))
+    plot(curve, teacher, chosen, args.vanilla_macs, args.report / "pruning.png", earlier)
     (args.report / "pruning.json").write_text(
         json.dumps(
             {

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,11 @@ RECIPE = "\n".join(
         "    --out cache/s256/student-500.pt",
         "python -m cropworker_models.distill --init cache/s256/student-500.pt --steps 1200 \\",
         "    --threads 1 --out cache/s256/student-1700.pt",
-        "python -m cropworker_models.prune --student cache/s256/student-1700.pt --fraction 0.02 \\",
-        "    --steps-between 12 --floor 33 --threads 1 --out-dir cache/prune256",
+        "python -m cropworker_models.prune --student cache/s256/student-1700.pt \\",
+        "    --fraction 0.015 --steps-between 12 --floor 33 --threads 1 --out-dir cache/prune256",
         "python -m cropworker_models.distill --init cache/prune256/student-NM.pt --steps 1500 \\",
         "    --lr 3e-4 --threads 1 --out cache/student-final.pt   # N: the point prune.py chose",
-        "python -m cropworker_models.ship cache/student-final.pt",
+        "python -m cropworker_models.ship cache/student-final.pt --version 2",
     ]
 )
 
@@ -135,9 +136,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fixations"))
     parser.add_argument("--zoo", type=Path, default=Path("models/zoo"))
     parser.add_argument("--reports", type=Path, default=Path("models/reports"))
+    parser.add_argument("--version", help="version to ship as (default: the checkpoint's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     model = export.load(args.checkpoint)
+    if args.version:  # a new training run of the same model ships under a new version
+        assert isinstance(model, student.Student)
+        model.config = replace(model.config, version=args.version)
     name = net.config_of(model).name
     path = args.zoo / f"{name}.onnx"
     export.to_onnx(model, path)
