@@ -199,6 +199,20 @@ def test_decompression_bomb_rejected_from_header() -> None:
         decode_image(data, LONG_SIDE)
 
 
+def test_formats_decoded_whole_have_their_own_pixel_limit() -> None:
+    """A 5000x4000 PNG is refused by the full-size limit (its decode would need 120-230 MB); a
+    JPEG of the same size is decoded at 1/8 scale and passes."""
+    with pytest.raises(errors.ImageTooLargeError, match="decoded at full size"):
+        decode_image(_png_header_only(5000, 4000), LONG_SIDE)
+    rgb = np.full((4000, 5000, 3), 90, np.uint8)
+    jpeg = cv2.imencode(".jpg", rgb)[1].tobytes()
+    assert decode_image(jpeg, LONG_SIDE).width == 5000
+    png = cv2.imencode(".png", rgb[:40, :50])[1].tobytes()
+    with pytest.raises(errors.ImageTooLargeError):
+        decode_image(png, LONG_SIDE, DecodeLimits(max_full_pixels=1999))
+    assert decode_image(png, LONG_SIDE, DecodeLimits(max_full_pixels=2000)).width == 50
+
+
 def test_extreme_aspect_image() -> None:
     decoded = decode_image(encode(Image.fromarray(gradient(5000, 2)), "PNG"), LONG_SIDE)
     assert (decoded.width, decoded.height) == (5000, 2)

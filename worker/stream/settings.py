@@ -181,6 +181,10 @@ class Settings:
     max_pixels: int = field(
         default=_DEFAULT_LIMITS.max_pixels, metadata=_meta("largest declared image area", int)
     )
+    max_full_pixels: int = field(
+        default=_DEFAULT_LIMITS.max_full_pixels,
+        metadata=_meta("largest declared area of a non-JPEG image (decoded at full size)", int),
+    )
     # Pipeline
     decode_threads: int = field(
         default=2, metadata=_meta("threads fetching and decoding images", int)
@@ -274,7 +278,7 @@ class Settings:
 
     @property
     def limits(self) -> DecodeLimits:
-        return DecodeLimits(max_bytes=self.max_image_bytes, max_pixels=self.max_pixels)
+        return DecodeLimits(self.max_image_bytes, self.max_pixels, self.max_full_pixels)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **defaults: Any) -> Settings:
