@@ -226,6 +226,7 @@ def plot(
     vanilla_macs: float,
     path: Path,
     earlier: Sequence[tuple[str, list[dict[str, Any]]]] = (),
+    chosen_label: str = "shipped",
 ) -> None:
     import matplotlib
 
@@ -240,7 +241,7 @@ def plot(
     ax.axhline(teacher["nss"], color="k", ls="--", label="teacher ensemble")
     ax.axhline((1 - TOLERANCE) * teacher["nss"], color="grey", ls=":", label="teacher - 3%")
     ax.axvline(vanilla_macs / 10 / 1e6, color="tab:red", ls=":", label="1/10 of vanilla")
-    ax.plot([chosen["macs"] / 1e6], [chosen["nss"]], "r*", ms=14, label="shipped")
+    ax.plot([chosen["macs"] / 1e6], [chosen["nss"]], "r*", ms=14, label=chosen_label)
     ax.set_xscale("log")
     ax.set_xlabel("multiply-accumulates per 4:3 photo (millions)")
     ax.set_ylabel("NSS on dev images (never trained on)")

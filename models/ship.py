@@ -22,21 +22,16 @@ log = logging.getLogger(__name__)
 RECIPE = "\n".join(
     [
         "python -m cropworker_models.teacher --data ../shared/data/fixations",
-        "python -m cropworker_models.distill --long-side 256 --steps 500 \\",
-        "    --out cache/s256/student-500.pt",
-        "python -m cropworker_models.distill --init cache/s256/student-500.pt --steps 1200 \\",
-        "    --threads 1 --out cache/s256/student-1700.pt",
-        "python -m cropworker_models.prune --student cache/s256/student-1700.pt \\",
-        "    --fraction 0.015 --steps-between 12 --floor 33 --threads 1 --out-dir cache/prune256",
-        "python -m cropworker_models.distill --init cache/prune256/student-NM.pt --steps 1500 \\",
-        "    --lr 3e-4 --threads 1 --out cache/student-final.pt   # N: the point prune.py chose",
-        "python -m cropworker_models.ship cache/student-final.pt --version 2",
+        "python -m cropworker_models.distill --teacher cache/teacher.onnx --out cache/student.pt",
+        "python -m cropworker_models.prune --student cache/student.pt --teacher cache/teacher.onnx",
+        "python -m cropworker_models.distill --init cache/prune/student-NM.pt --steps 300 \\",
+        "    --lr 3e-4 --out cache/student-final.pt   # N: the point prune.py chose",
+        "python -m cropworker_models.ship cache/student-final.pt",
     ]
 )
 
-DISTILLED = (
-    "1,700 steps of 16 images, about 6 passes, before pruning; 1,500 steps of fine-tuning after"
-)
+# what the shipped student@1 got (cropworker_models.distill --steps); say it again when re-run
+DISTILLED = "500 steps of 16 images, about 1.7 passes, before pruning; 600 steps of fine-tuning"
 
 
 def comparison(
