@@ -22,16 +22,19 @@ log = logging.getLogger(__name__)
 RECIPE = "\n".join(
     [
         "python -m cropworker_models.teacher --data ../shared/data/fixations",
-        "python -m cropworker_models.distill --teacher cache/teacher.onnx --out cache/student.pt",
-        "python -m cropworker_models.prune --student cache/student.pt --teacher cache/teacher.onnx",
-        "python -m cropworker_models.distill --init cache/prune/student-NM.pt --steps 300 \\",
-        "    --lr 3e-4 --out cache/student-final.pt   # N: the point prune.py chose",
-        "python -m cropworker_models.ship cache/student-final.pt",
+        "python -m cropworker_models.distill --steps 500 --out cache/student.pt",
+        "python -m cropworker_models.distill --init cache/student.pt --steps 1200 \\",
+        "    --out cache/s192/student-1700.pt",
+        "python -m cropworker_models.prune --student cache/s192/student-1700.pt \\",
+        "    --fraction 0.015 --steps-between 12 --floor 33 --out-dir cache/prune192b",
+        "python -m cropworker_models.distill --init cache/prune192b/student-NM.pt --steps 1500 \\",
+        "    --lr 3e-4 --out cache/s192/student-final.pt   # N: the point prune.py chose",
+        "python -m cropworker_models.ship cache/s192/student-final.pt --version 2",
     ]
 )
 
-# what the shipped student@1 got (cropworker_models.distill --steps); say it again when re-run
-DISTILLED = "500 steps of 16 images, about 1.7 passes, before pruning; 600 steps of fine-tuning"
+# what the shipped student got (cropworker_models.distill --steps); say it again when re-run
+DISTILLED = "1,700 steps of 16 images, about 6 passes, before pruning; 1,500 steps of fine-tuning"
 
 
 def comparison(

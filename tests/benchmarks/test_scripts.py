@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cropworker.backend import DEFAULT_MODEL
+from cropworker.backend import OnnxBackend
 from tests.images import FIXATIONS
 
 from .conftest import load
@@ -19,7 +19,7 @@ def test_crop_speed_writes_every_method(tmp_path: Path, capsys: pytest.CaptureFi
     crop_speed.main(["--runs", "1", "--sizes", "320x240", "--out", str(tmp_path)])
     report = json.loads((tmp_path / "crop_speed.json").read_text())
     methods = report["methods"]["320x240"]
-    reference = f"cropworker {DEFAULT_MODEL}@1"  # the default model is the reference
+    reference = f"cropworker {OnnxBackend().info.tag}"  # the default model is the reference
     assert next(iter(methods)) == reference
     assert "floor: full JPEG decode alone (OpenCV)" in methods and "centre" in methods
     assert all(ms > 0 for name, ms in methods.items() if name != "centre")
@@ -35,7 +35,7 @@ def test_crop_quality_writes_report_sheet_and_plot(
     crop_quality = load("crop_quality")
     crop_quality.main(["--data", str(FIXATIONS), "--limit", "3", "--out", str(tmp_path)])
     report = json.loads((tmp_path / "crop_quality.json").read_text())
-    assert report["images"] == 3 and report["reference"] == f"cropworker {DEFAULT_MODEL}@1"
+    assert report["images"] == 3 and report["reference"] == f"cropworker {OnnxBackend().info.tag}"
     for method in report["methods"].values():
         for aspect in report["aspects"]:
             assert 0 <= method["aspects"][aspect]["vs_best"] <= 1

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cropworker.backend import DEFAULT_MODEL
+from cropworker.backend import OnnxBackend
 from cropworker.cli import main
 from tests.images import SAMPLES
 
@@ -89,7 +89,7 @@ def test_demo_streams_the_samples_and_writes_the_report(
     results = [json.loads(line) for line in lines if line.startswith("{")]
     assert sorted(r["media_id"].split("/")[1] for r in results) == ["astronaut.jpg", "camera.png"]
     assert all(r["schema"] == "cropworker.crop.v1" for r in results)
-    assert all(r["model"] == f"{DEFAULT_MODEL}@1" for r in results)
+    assert all(r["model"] == OnnxBackend().info.tag for r in results)
     assert lines[-1] == f"report: {tmp_path / 'report' / 'index.html'}"
     page = (tmp_path / "report" / "index.html").read_text()
     assert page.count("<figure>") == 2
