@@ -54,11 +54,7 @@ class FisherPruner:
 
     def __init__(self, model: student.Student, beta: float) -> None:
         self.beta = beta
-        self.blocks = {
-            i: b
-            for i, b in enumerate(model.blocks)
-            if isinstance(b, student.Block) and student.prunable(i, b.spec)
-        }
+        self.blocks = model.prunable_blocks()
         self.cost = student.macs_per_map(model, *served_shape(model))
         self.fisher = {i: torch.zeros(b.spec.mid) for i, b in self.blocks.items()}
         for block in self.blocks.values():
@@ -193,11 +189,7 @@ def prune(
             **score(torch_predictor(model.eval()), dev, model.config.long_side),
         }
         point["checkpoint"] = str(student.save(model, out_dir / f"student-{current / 1e6:.0f}M.pt"))
-        point["maps"] = {
-            i: b.spec.mid
-            for i, b in enumerate(model.blocks)
-            if isinstance(b, student.Block) and student.prunable(i, b.spec)
-        }
+        point["maps"] = {i: b.spec.mid for i, b in model.prunable_blocks().items()}
         curve.append(point)
         log.info(
             "pruned to %.1f M MACs: dev NSS %.3f, %.3f bits",

@@ -109,8 +109,12 @@ class Student(nn.Module):
         return out
 
     def prunable(self) -> list[Block]:
+        return list(self.prunable_blocks().values())
+
+    def prunable_blocks(self) -> dict[int, Block]:
+        """The blocks with maps pruning may remove, by index."""
         blocks = enumerate(self.blocks)
-        return [b for i, b in blocks if isinstance(b, Block) and prunable(i, b.spec)]
+        return {i: b for i, b in blocks if isinstance(b, Block) and prunable(i, b.spec)}
 
 
 def prunable(index: int, spec: BlockSpec) -> bool:
