@@ -36,9 +36,14 @@ class BlockSpec:
     kernel: int
     stride: int
     expand: bool  # False: the block works on its input directly (mid == cin)
+    # Whether the input is added to the output. Fixed when the block is made, so that pruning a
+    # first block's input maps down to its output width does not turn it into a residual block.
+    residual: bool | None = None  # None: Lite0's rule, stride 1 and as many maps in as out
 
     @property
     def skip(self) -> bool:
+        if self.residual is not None:
+            return self.residual
         return self.stride == 1 and self.cin == self.cout
 
 
@@ -71,11 +76,13 @@ class Block(nn.Module):
         self.register_buffer("mask", torch.ones(spec.mid))
         self.activation: torch.Tensor | None = None  # kept for Fisher pruning when recording
         self.record = False
+        self.masked = True  # False once no map is masked out: no multiply in the exported graph
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.expand(x) if self.spec.expand else x
         h = F.relu6(self.bn(self.depthwise(F.pad(h, self.pad))))
-        h = h * self.mask.view(1, -1, 1, 1)
+        if self.masked:
+            h = h * self.mask.view(1, -1, 1, 1)
         if self.record and h.requires_grad:
             h.retain_grad()
             self.activation = h
@@ -175,7 +182,8 @@ def compact(student: Student) -> Student:
         keep = torch.nonzero(block.mask).flatten() if prunable(i, block.spec) else None
         spec = block.spec
         if keep is not None:
-            spec = replace(spec, mid=len(keep), cin=spec.cin if spec.expand else len(keep))
+            cin = spec.cin if spec.expand else len(keep)
+            spec = replace(spec, mid=len(keep), cin=cin, residual=spec.skip)
         specs.append(spec)
         blocks.append((block, keep))
     small = Student(student.config, specs)
@@ -197,7 +205,15 @@ def compact(student: Student) -> Student:
                 elif name == "mask":
                     state[name] = value[keep]
         new.load_state_dict(state)
-    return small.train(student.training)
+    return _unmasked(small).train(student.training)
+
+
+def _unmasked(model: Student) -> Student:
+    """Stop multiplying by masks that keep every map (set again by whoever prunes)."""
+    for block in model.blocks:
+        assert isinstance(block, Block)
+        block.masked = bool((block.mask == 0).any())
+    return model
 
 
 def macs_per_map(student: Student, height: int, width: int) -> dict[int, float]:
@@ -239,4 +255,4 @@ def load(path: Path) -> Student:
     state = torch.load(path, weights_only=False)
     model = Student(state["config"], state["specs"])
     model.load_state_dict(state["state"])
-    return model.eval()
+    return _unmasked(model).eval()

@@ -69,7 +69,7 @@ def test_fisher_prefers_maps_that_do_not_matter() -> None:
     """A map whose activation is always zero has Δ = 0, and with β = 0 the map removed is one
     with the smallest Δ."""
     model = student.from_lite0()
-    pruner = prune.FisherPruner(model, beta=0.0)
+    pruner = prune.FisherPruner(model, beta=0.0, multiple=1)
     dead = 7
     target = model.blocks[dead]
     with torch.no_grad():  # kill map 3 of block 7: zero depthwise weights and BN shift
@@ -90,11 +90,54 @@ def test_fisher_prefers_maps_that_do_not_matter() -> None:
     assert float(pruner.fisher[removed[0][0]][removed[0][1]]) == smallest == 0.0
 
 
-def test_every_block_keeps_a_few_maps() -> None:
+@pytest.mark.parametrize("multiple", [1, 8])
+def test_every_block_keeps_a_few_maps(multiple: int) -> None:
     model = student.from_lite0()
-    pruner = prune.FisherPruner(model, beta=1.0)
+    pruner = prune.FisherPruner(model, beta=1.0, multiple=multiple)
     pruner.remove(100_000)
-    assert all(int(b.mask.sum()) == prune.MIN_MAPS for b in model.prunable())
+    assert all(int(b.mask.sum()) == max(prune.MIN_MAPS, multiple) for b in model.prunable())
+
+
+def test_maps_go_a_group_at_a_time_so_widths_stay_multiples() -> None:
+    """Groups of 8 from one block, the block whose smallest 8 Δs sum lowest (β = 0): here the
+    block given 8 dead maps, although another block has the single smallest Δ."""
+    model = student.from_lite0()
+    pruner = prune.FisherPruner(model, beta=0.0, multiple=8)
+    for i, fisher in pruner.fisher.items():
+        fisher.copy_(torch.rand(fisher.shape, generator=torch.Generator().manual_seed(i)) + 1)
+    pruner.fisher[5][:8] = 0.1
+    pruner.fisher[9][3] = 0.0  # the smallest single Δ, in a block whose next 7 are ~1.5
+    saved = pruner.remove(3)  # fewer than a group: still one whole group
+    assert torch.equal(torch.nonzero(model.blocks[5].mask == 0).flatten(), torch.arange(8))
+    assert saved == 8 * pruner.cost[5]
+    pruner.remove(200)
+    widths = [int(b.mask.sum()) for b in model.prunable()]
+    assert all(w % 8 == 0 for w in widths)
+    assert sum(b.spec.mid for b in model.prunable()) - sum(widths) == 8 + 200
+
+
+def test_compact_keeps_a_first_block_without_a_skip_when_its_widths_meet() -> None:
+    """Block 0 reads the stem's 32 maps and writes 16: pruned to exactly 16 input maps it must
+    not become a residual block."""
+    model = student.from_lite0().eval()
+    assert not model.blocks[0].spec.skip
+    model.blocks[0].mask[16:] = 0
+    small = student.compact(model)
+    assert small.blocks[0].spec.cin == small.blocks[0].spec.cout == 16
+    assert not small.blocks[0].spec.skip
+    x = torch.randint(0, 256, (2, 64, 96, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.allclose(model(x), small(x), atol=1e-4)
+
+
+def test_a_compact_network_multiplies_by_no_masks() -> None:
+    """Masks that keep every map cost a multiply per activation in the exported graph."""
+    model = student.from_lite0()
+    for block in model.prunable():
+        block.mask[: block.spec.mid // 2] = 0
+    small = student.compact(model)
+    assert not any(block.masked for block in small.blocks)
+    assert all(block.masked for block in prune.FisherPruner(small, beta=0.5).blocks.values())
 
 
 def test_a_fractional_schedule_removes_a_share_of_the_live_maps() -> None:
