@@ -166,6 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--long-side", type=int, default=student.CONFIG.long_side, help="student input (new only)"
     )
+    parser.add_argument(
+        "--widen", type=int, help="first round the --init student's widths up to this multiple"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -173,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     if args.init:
         model = student.load(args.init).train()
+        if args.widen:
+            model = student.widen(model, args.widen)
     else:
         model = student.from_lite0(replace(student.CONFIG, long_side=args.long_side))
     examples = training_set(

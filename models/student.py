@@ -208,6 +208,30 @@ def compact(student: Student) -> Student:
     return _unmasked(small).train(student.training)
 
 
+def widen(model: Student, multiple: int) -> Student:
+    """A copy whose prunable widths are rounded up to a multiple of `multiple`, with new maps
+    that can learn but start without effect: fresh input weights, zero output weights. A network
+    pruned one map at a time gets widths ONNX Runtime's blocked convolutions take, and the maps
+    that costs get used by fine-tuning instead of computing zeros."""
+    specs = []
+    for i, spec in enumerate(model.specs):
+        if prunable(i, spec):
+            mid = -(-spec.mid // multiple) * multiple
+            cin = spec.cin if spec.expand else mid
+            spec = replace(spec, mid=mid, cin=cin, residual=spec.skip)
+        specs.append(spec)
+    wide = Student(model.config, specs)  # freshly initialised, the old weights copied in below
+    state = wide.state_dict()
+    with torch.no_grad():
+        for name, old in model.state_dict().items():
+            new = state[name]
+            if name.endswith("project.0.weight"):
+                new[:, old.shape[1] :] = 0
+            new[tuple(slice(0, n) for n in old.shape)] = old
+    wide.load_state_dict(state)
+    return _unmasked(wide).train(model.training)
+
+
 def _unmasked(model: Student) -> Student:
     """Stop multiplying by masks that keep every map (set again by whoever prunes)."""
     for block in model.blocks:

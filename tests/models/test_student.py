@@ -199,3 +199,27 @@ def test_distill_and_prune_end_to_end(tmp_path: Path) -> None:
     assert torch.allclose(logp.exp().sum(), torch.tensor(1.0), atol=1e-4)
     chosen = prune.pick(curve, teacher_nss=curve[0]["nss"], target_macs=190e6)
     assert chosen["macs"] <= 190e6
+
+
+def test_widen_rounds_widths_up_without_changing_the_function() -> None:
+    """A network pruned one map at a time (odd widths, stem at 16 = block 0's output) widened to
+    multiples of 8: same outputs, and the new maps learn (their output weights get gradients)."""
+    model = student.from_lite0()
+    generator = torch.Generator().manual_seed(1)
+    for block in model.prunable():
+        block.mask[torch.rand(block.spec.mid, generator=generator) < 0.5] = 0
+    model.blocks[0].mask[:] = 1
+    model.blocks[0].mask[16:] = 0
+    small = student.compact(model).eval()
+    wide = student.widen(small, 8).eval()
+    assert all(b.spec.mid % 8 == 0 for b in wide.prunable())
+    pairs = list(zip(wide.prunable(), small.prunable(), strict=True))
+    assert any(w.spec.mid > s.spec.mid for w, s in pairs)
+    x = torch.randint(0, 256, (2, 64, 96, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.allclose(wide(x), small(x), atol=1e-5)
+    wide.train()
+    wide(x).logsumexp(dim=(1, 2)).sum().backward()
+    grown = next((w, s) for w, s in pairs if w.spec.mid > s.spec.mid)
+    project = grown[0].project[0].weight
+    assert project.grad is not None and float(project.grad[:, grown[1].spec.mid :].abs().sum()) > 0
