@@ -1,5 +1,6 @@
-"""Fixtures for the streaming worker: a real embedded broker (session-wide), unique topics per
-test, settings for in-process workers, and helpers to send events and read what comes out."""
+"""Fixtures for the streaming worker: unique topics per test on the real embedded broker (the
+session-wide `broker` fixture in tests/conftest.py), settings for in-process workers, and helpers
+to send events and read what comes out."""
 
 from __future__ import annotations
 
@@ -24,12 +25,6 @@ from cropworker.stream.settings import EMBEDDED_SESSION_TIMEOUT_MS, Settings
 from cropworker.stream.worker import Worker
 
 PARTITIONS = 4
-
-
-@pytest.fixture(scope="session")
-def broker() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker() as running:
-        yield running
 
 
 @dataclass(frozen=True)
