@@ -3,7 +3,9 @@ with 1 and 2 threads, each at the model's own input for a 4:3 photo, measured in
 ratios to the `--model` one (a shipped name or an .onnx path, measured too if not shipped).
 Writes `results/model_cost.json`.
 
-    python benchmarks/model_cost.py [--runs 40] [--model vanilla]
+    python benchmarks/model_cost.py [--runs 40] [--model vanilla] [--also old.onnx ...]
+
+Earlier versions come from git history, e.g. `git show 90f4a0d:models/zoo/student.onnx`.
 """
 
 from __future__ import annotations
@@ -38,9 +40,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="the reference for ratios")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--also",
+        nargs="*",
+        default=[],
+        help=".onnx files measured in the same run (earlier versions)",
+    )
     args = parser.parse_args(argv)
     rows: dict[str, dict[str, float | str]] = {}
-    for name in [args.model, *(m for m in shipped_models() if m != args.model)]:
+    names = [args.model, *(m for m in shipped_models() if m != args.model), *args.also]
+    for name in names:
         row: dict[str, float | str] = {}
         for threads in (1, 2):
             backend = OnnxBackend(name, threads=threads)
@@ -50,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
             for batch in (1, 8):
                 row[f"{threads}t b{batch}"] = ms_per_image(backend, (w, h), batch, args.runs)
         row["MB"] = resolve_model(name).stat().st_size / 1e6
-        rows[name] = row
+        rows[Path(name).stem if name in args.also else name] = row
     base = rows[args.model]
     timed = ["1t b1", "1t b8", "2t b1", "2t b8"]
     print(f"ONNX Runtime CPU, ms per image (median of {args.runs}); x = ratio to {args.model}\n")
