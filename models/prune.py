@@ -34,10 +34,9 @@ from . import data, distill, evaluate, flops, metrics, net, student
 log = logging.getLogger(__name__)
 
 MIN_MAPS = 4  # every block keeps a few maps, so no stage of the network disappears
-# Maps are removed this many at a time from one block, so every width stays a multiple of it:
-# ONNX Runtime's blocked (NCHWc) convolutions take only such widths on x86, and a network with
-# odd widths ran 1.4-2x slower at fewer MACs (models/reports/README.md).
-MULTIPLE = 8
+# Maps are removed this many at a time from one block, so every width stays a multiple of it
+# (student.WIDTH_MULTIPLE: the widths ONNX Runtime's fast convolutions take).
+MULTIPLE = student.WIDTH_MULTIPLE
 EMA = 0.9  # running average of the Fisher estimate across steps
 TOLERANCE = 0.03  # the shipped student may lose at most this share of the teacher's dev NSS
 MILESTONES_M = (160, 120, 100, 80, 65, 55, 48, 42, 37, 33, 29, 25, 21, 18)

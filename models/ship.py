@@ -25,11 +25,11 @@ RECIPE = "\n".join(
         "python -m cropworker_models.distill --steps 500 --out cache/student.pt",
         "python -m cropworker_models.distill --init cache/student.pt --steps 1200 \\",
         "    --out cache/s192/student-1700.pt",
-        "python -m cropworker_models.prune --student cache/s192/student-1700.pt \\",
+        "python -m cropworker_models.prune --student cache/s192/student-1700.pt --multiple 1 \\",
         "    --fraction 0.015 --steps-between 12 --floor 33 --out-dir cache/prune192b",
         "python -m cropworker_models.distill --init cache/prune192b/student-NM.pt --steps 1500 \\",
         "    --lr 3e-4 --out cache/s192/student-final.pt   # N: the point prune.py chose",
-        "python -m cropworker_models.ship cache/s192/student-final.pt --version 2",
+        "python -m cropworker_models.ship cache/s192/student-final.pt --version 3  # --widen 8",
     ]
 )
 
@@ -43,6 +43,7 @@ def comparison(
     vanilla: dict[str, Any],
     pruning: dict[str, Any],
     distilled: str = DISTILLED,
+    widened: int = 0,
 ) -> str:
     """The card's history section: how the student compares with what it was made from."""
     rows = []
@@ -80,6 +81,12 @@ def comparison(
     removed = f"{pruning['maps_per_prune']} feature maps"
     if pruning.get("fraction"):
         removed = f"{100 * pruning['fraction']:g}% of the feature maps still alive"
+    widen = ""
+    if widened:
+        widen = f"""
+4. **Widths rounded up** to multiples of {widened} at export (`ship.py --widen`): new maps with
+   zero output weights, so the same function, on the widths ONNX Runtime's blocked
+   convolutions take; the MACs below count them."""
     return f"""
 ## How it was made
 1. **Teacher ensemble**: saliency readouts over frozen EfficientNet-Lite0, Lite1 and Lite2
@@ -94,7 +101,8 @@ def comparison(
    The shipped point was picked on a dev split of the training images the student never saw
    (never on the held-out images): {chosen["macs"] / 1e6:.1f} M MACs, dev NSS
    {chosen["nss"]:.3f}; then fine-tuned by distillation. (The teacher's dev NSS,
-   {pruning["teacher_dev"]["nss"]:.3f}, is inflated: its readouts were trained on those images.)
+   {pruning["teacher_dev"]["nss"]:.3f}, is inflated: its readouts were trained on those
+   images.){widen}
 
 ![Cost-quality curve of Fisher pruning](../reports/pruning.png)
 
@@ -119,7 +127,7 @@ def architecture(model: object) -> str:
     stem, *blocks = (str(b.spec.mid) for b in model.prunable())
     c = model.config
     return f"""An inverted-residual network (EfficientNet-Lite0's blocks, ImageNet-initialised,
-trained end to end, then pruned). Feature maps kept by pruning: {stem} of the stem's 32, and
+trained end to end, then pruned). Feature maps after pruning: {stem} of the stem's 32, and
 expanded widths of the blocks {", ".join(blocks)}.
 The outputs of blocks {",".join(map(str, c.taps))} (strides 8, 16, 32) are read out by 1x1
 convolutions ({",".join(map(str, c.readout))} hidden channels), blurred, added to a learned
@@ -135,12 +143,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--zoo", type=Path, default=Path("models/zoo"))
     parser.add_argument("--reports", type=Path, default=Path("models/reports"))
     parser.add_argument("--version", help="version to ship as (default: the checkpoint's)")
+    parser.add_argument(
+        "--widen",
+        type=int,
+        default=student.WIDTH_MULTIPLE,
+        help="round a student's widths up to this multiple (same function; 0: as trained)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     model = export.load(args.checkpoint)
     if args.version:  # a new training run of the same model ships under a new version
         assert isinstance(model, student.Student)
         model.config = replace(model.config, version=args.version)
+    if isinstance(model, student.Student) and args.widen:
+        model = student.widen(model, args.widen).eval()
     name = net.config_of(model).name
     path = args.zoo / f"{name}.onnx"
     export.to_onnx(model, path)
@@ -151,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     vanilla = json.loads((args.zoo / "vanilla.json").read_text())
     pruning = json.loads((args.reports / "pruning.json").read_text())
     config = dict(OnnxBackend(str(path)).session.get_modelmeta().custom_metadata_map)
-    history = comparison(report, teacher, vanilla, pruning)
+    widened = args.widen if isinstance(model, student.Student) else 0
+    history = comparison(report, teacher, vanilla, pruning, widened=widened)
     (args.zoo / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     card = evaluate.model_card(report, config, RECIPE, history, architecture(model))
     (args.zoo / f"{name}.md").write_text(card)

@@ -23,6 +23,10 @@ from . import net
 # and stride-32 stages. Pruning decides what of it is worth its cost.
 LITE0_BLOCKS = tuple(range(16))
 TAPS = (4, 10, 15)
+# ONNX Runtime's blocked (NCHWc) convolutions on x86 take only widths that are multiples of 8;
+# other widths fall back to slower kernels (a network with odd widths ran 2x slower at 8% fewer
+# MACs, models/reports/README.md).
+WIDTH_MULTIPLE = 8
 CONFIG = net.SaliencyNetConfig(
     name="student", version="1", backbone="lite0-student", long_side=192, taps=TAPS, readout=(16,)
 )
