@@ -127,7 +127,7 @@ def architecture(model: object) -> str:
     stem, *blocks = (str(b.spec.mid) for b in model.prunable())
     c = model.config
     return f"""An inverted-residual network (EfficientNet-Lite0's blocks, ImageNet-initialised,
-trained end to end, then pruned). Feature maps after pruning: {stem} of the stem's 32, and
+trained end to end, then pruned). Feature maps as shipped: {stem} of the stem's 32, and
 expanded widths of the blocks {", ".join(blocks)}.
 The outputs of blocks {",".join(map(str, c.taps))} (strides 8, 16, 32) are read out by 1x1
 convolutions ({",".join(map(str, c.readout))} hidden channels), blurred, added to a learned
