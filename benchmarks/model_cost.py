@@ -5,6 +5,9 @@ Writes `results/model_cost.json`.
 
     python benchmarks/model_cost.py [--runs 40] [--model vanilla] [--also old.onnx ...]
 
+With 1 thread the models are timed in turns, not one after another, so that ratios survive a
+noisy machine; with 2 threads one after another (see `main`).
+
 Earlier versions come from git history, e.g. `git show 90f4a0d:models/zoo/student.onnx`.
 """
 
@@ -21,48 +24,69 @@ import numpy as np
 from cropworker.backend import DEFAULT_MODEL, OnnxBackend, resolve_model, shipped_models
 
 RESULTS = Path(__file__).resolve().parent / "results"
+BLOCK = 6  # inferences per model per round, the first one not counted
 
 
-def ms_per_image(backend: OnnxBackend, shape: tuple[int, int], batch: int, runs: int) -> float:
-    width, height = shape
-    x = np.random.default_rng(0).integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
-    backend.warm_up([shape], batch)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        backend.infer(x)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times) / batch
+def interleaved_ms(
+    backends: dict[str, tuple[OnnxBackend, tuple[int, int]]], batch: int, rounds: int
+) -> dict[str, float]:
+    """Median ms per image of each backend at its (w, h) input, timed in turns: per round each
+    runs `BLOCK` inferences in a row (the order rotating), the first of which is not counted
+    (it pays for waking a thread pool another model left spinning). The machine's drift then
+    hits every model alike."""
+    rng = np.random.default_rng(0)
+    inputs = {}
+    for name, (backend, (w, h)) in backends.items():
+        inputs[name] = rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
+        backend.warm_up([(w, h)], batch)
+    times: dict[str, list[float]] = {name: [] for name in backends}
+    names = list(backends)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            backend, x = backends[name][0], inputs[name]
+            backend.infer(x)
+            for _ in range(BLOCK - 1):
+                start = time.perf_counter()
+                backend.infer(x)
+                times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(t) / batch for name, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--runs", type=int, default=40, help="rounds (each times 5 inferences)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="the reference for ratios")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
-        "--also",
-        nargs="*",
-        default=[],
-        help=".onnx files measured in the same run (earlier versions)",
+        "--also", nargs="*", default=[], help=".onnx files measured in the same run as well"
     )
     args = parser.parse_args(argv)
-    rows: dict[str, dict[str, float | str]] = {}
     names = [args.model, *(m for m in shipped_models() if m != args.model), *args.also]
-    for name in names:
-        row: dict[str, float | str] = {}
-        for threads in (1, 2):
-            backend = OnnxBackend(name, threads=threads)
-            meta = backend.session.get_modelmeta().custom_metadata_map
-            w, h = (int(v) for v in meta["macs_input"].split("x"))
-            row["input"], row["macs"] = meta["macs_input"], float(meta["macs"])
+    labels = {name: Path(name).stem if name in args.also else name for name in names}
+    rows: dict[str, dict[str, float | str]] = {labels[name]: {} for name in names}
+    for threads in (1, 2):
+        # With 2 threads each session keeps a pool thread spinning after its runs, and several
+        # sessions in one process would slow each other: those are timed one model at a time.
+        for group in [names] if threads == 1 else [[name] for name in names]:
+            backends = {}
+            for name in group:
+                backend = OnnxBackend(name, threads=threads)
+                meta = backend.session.get_modelmeta().custom_metadata_map
+                w, h = (int(v) for v in meta["macs_input"].split("x"))
+                row = rows[labels[name]]
+                row["input"], row["macs"] = meta["macs_input"], float(meta["macs"])
+                row["MB"] = resolve_model(name).stat().st_size / 1e6
+                backends[labels[name]] = (backend, (w, h))
             for batch in (1, 8):
-                row[f"{threads}t b{batch}"] = ms_per_image(backend, (w, h), batch, args.runs)
-        row["MB"] = resolve_model(name).stat().st_size / 1e6
-        rows[Path(name).stem if name in args.also else name] = row
+                for label, ms in interleaved_ms(backends, batch, args.runs).items():
+                    rows[label][f"{threads}t b{batch}"] = ms
     base = rows[args.model]
     timed = ["1t b1", "1t b8", "2t b1", "2t b8"]
-    print(f"ONNX Runtime CPU, ms per image (median of {args.runs}); x = ratio to {args.model}\n")
+    print(
+        f"ONNX Runtime CPU, ms per image (median of {args.runs} x {BLOCK - 1}; 1 thread: models"
+        " in turns);"
+        f" x = ratio to {args.model}\n"
+    )
     print(
         f"{'model':<10} {'input':>8} {'M MACs':>8} {'MB':>6} " + " ".join(f"{c:>14}" for c in timed)
     )
