@@ -215,8 +215,8 @@ def compact(student: Student) -> Student:
 def widen(model: Student, multiple: int) -> Student:
     """A copy whose prunable widths are rounded up to a multiple of `multiple`, with new maps
     that can learn but start without effect: fresh input weights, zero output weights. A network
-    pruned one map at a time gets widths ONNX Runtime's blocked convolutions take, and the maps
-    that costs get used by fine-tuning instead of computing zeros."""
+    pruned one map at a time gets widths ONNX Runtime's blocked convolutions take, and
+    fine-tuning can put the extra maps to use instead of computing zeros."""
     specs = []
     for i, spec in enumerate(model.specs):
         if prunable(i, spec):
