@@ -202,6 +202,7 @@ def prune(
         }
         point["checkpoint"] = str(student.save(model, out_dir / f"student-{current / 1e6:.0f}M.pt"))
         point["maps"] = {i: b.spec.mid for i, b in model.prunable_blocks().items()}
+        point["macs_shipped"] = macs(student.widen(model, student.WIDTH_MULTIPLE))
         curve.append(point)
         log.info(
             "pruned to %.1f M MACs: dev NSS %.3f, %.3f bits",
@@ -215,8 +216,9 @@ def prune(
 
 def pick(curve: list[dict[str, Any]], teacher_nss: float, target_macs: float) -> dict[str, Any]:
     """The cheapest point within TOLERANCE of the teacher's dev NSS and under the cost target;
-    failing that, the best point under the target."""
-    under = [p for p in curve if p["macs"] <= target_macs]
+    failing that, the best point under the target. The cost is as shipped: widened to
+    `student.WIDTH_MULTIPLE` (`macs_shipped`) where the curve has it."""
+    under = [p for p in curve if p.get("macs_shipped", p["macs"]) <= target_macs]
     good = [p for p in under if p["nss"] >= (1 - TOLERANCE) * teacher_nss]
     if good:
         return min(good, key=lambda p: p["macs"])

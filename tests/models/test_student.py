@@ -199,6 +199,16 @@ def test_distill_and_prune_end_to_end(tmp_path: Path) -> None:
     assert torch.allclose(logp.exp().sum(), torch.tensor(1.0), atol=1e-4)
     chosen = prune.pick(curve, teacher_nss=curve[0]["nss"], target_macs=190e6)
     assert chosen["macs"] <= 190e6
+    assert curve[1]["macs_shipped"] >= curve[1]["macs"]
+
+
+def test_pick_counts_the_cost_as_shipped() -> None:
+    """A point under the target that widens to over it is not picked."""
+    curve = [
+        {"macs": 36.9e6, "macs_shipped": 41.8e6, "nss": 2.07},
+        {"macs": 32.9e6, "macs_shipped": 35.7e6, "nss": 2.05},
+    ]
+    assert prune.pick(curve, teacher_nss=2.9, target_macs=37.3e6) is curve[1]
 
 
 def test_widen_rounds_widths_up_without_changing_the_function() -> None:
