@@ -25,16 +25,21 @@ RECIPE = "\n".join(
         "python -m cropworker_models.distill --steps 500 --out cache/student.pt",
         "python -m cropworker_models.distill --init cache/student.pt --steps 1200 \\",
         "    --out cache/s192/student-1700.pt",
-        "python -m cropworker_models.prune --student cache/s192/student-1700.pt --multiple 1 \\",
-        "    --fraction 0.015 --steps-between 12 --floor 33 --out-dir cache/prune192b",
-        "python -m cropworker_models.distill --init cache/prune192b/student-NM.pt --steps 1500 \\",
-        "    --lr 3e-4 --out cache/s192/student-final.pt   # N: the point prune.py chose",
-        "python -m cropworker_models.ship cache/s192/student-final.pt --version 3  # --widen 8",
+        "python -m cropworker_models.distill --init cache/s192/student-1700.pt --steps 3000 \\",
+        "    --out cache/s192/student-4700.pt",
+        "python -m cropworker_models.prune --student cache/s192/student-4700.pt --multiple 1 \\",
+        "    --fraction 0.01 --steps-between 24 --floor 33 --out-dir cache/prune192d",
+        "python -m cropworker_models.distill --init cache/prune192d/student-NM.pt --steps 3000 \\",
+        "    --lr 3e-4 --out cache/s192/student4-final.pt   # N: the point prune.py chose",
+        "python -m cropworker_models.ship cache/s192/student4-final.pt --version 4  # --widen 8",
     ]
 )
 
 # what the shipped student got (cropworker_models.distill --steps); say it again when re-run
-DISTILLED = "1,700 steps of 16 images, about 6 passes, before pruning; 1,500 steps of fine-tuning"
+DISTILLED = (
+    "4,700 steps of 16 images in three cosine cycles of 500, 1,200 and 3,000 steps, about 16"
+    " passes, before pruning; 3,000 steps of fine-tuning"
+)
 
 
 def comparison(
