@@ -54,7 +54,9 @@ def interleaved_ms(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=40, help="rounds (each times 5 inferences)")
+    parser.add_argument(
+        "--runs", type=int, default=40, help=f"rounds (each times {BLOCK - 1} inferences)"
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL, help="the reference for ratios")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(

@@ -34,9 +34,6 @@ from . import data, distill, evaluate, flops, metrics, net, student
 log = logging.getLogger(__name__)
 
 MIN_MAPS = 4  # every block keeps a few maps, so no stage of the network disappears
-# Maps are removed this many at a time from one block, so every width stays a multiple of it
-# (student.WIDTH_MULTIPLE: the widths ONNX Runtime's fast convolutions take).
-MULTIPLE = student.WIDTH_MULTIPLE
 EMA = 0.9  # running average of the Fisher estimate across steps
 TOLERANCE = 0.03  # the shipped student may lose at most this share of the teacher's dev NSS
 MILESTONES_M = (160, 120, 100, 80, 65, 55, 48, 42, 37, 33, 29, 25, 21, 18)
@@ -55,7 +52,9 @@ def macs(model: torch.nn.Module) -> int:
 class FisherPruner:
     """Fisher estimates for every prunable map and the removal rule."""
 
-    def __init__(self, model: student.Student, beta: float, multiple: int = MULTIPLE) -> None:
+    def __init__(
+        self, model: student.Student, beta: float, multiple: int = student.WIDTH_MULTIPLE
+    ) -> None:
         self.beta = beta
         self.multiple = multiple
         self.floor = max(MIN_MAPS, multiple)
@@ -156,7 +155,7 @@ def prune(
     floor_m: float,
     milestones_m: tuple[float, ...] = MILESTONES_M,
     fraction: float = 0.0,
-    multiple: int = MULTIPLE,
+    multiple: int = student.WIDTH_MULTIPLE,
 ) -> list[dict[str, Any]]:
     """Prune down to `floor_m` million MACs; returns the curve (one point per milestone). Each
     prune removes `maps_per_prune` maps, or with `fraction` that share of the maps still alive
@@ -273,7 +272,10 @@ def main(argv: list[str] | None = None) -> None:
         "--fraction", type=float, default=0.0, help="remove this share of live maps per prune"
     )
     parser.add_argument(
-        "--multiple", type=int, default=MULTIPLE, help="remove maps this many at a time per block"
+        "--multiple",
+        type=int,
+        default=student.WIDTH_MULTIPLE,
+        help="remove maps this many at a time per block",
     )
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--floor", type=float, default=18, help="stop at this many M MACs")

@@ -160,8 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.version:  # a new training run of the same model ships under a new version
         assert isinstance(model, student.Student)
         model.config = replace(model.config, version=args.version)
+    widened = 0  # what the card says the widths were rounded up to
     if isinstance(model, student.Student) and args.widen:
-        model = student.widen(model, args.widen).eval()
+        model, widened = student.widen(model, args.widen).eval(), args.widen
     name = net.config_of(model).name
     path = args.zoo / f"{name}.onnx"
     export.to_onnx(model, path)
@@ -172,7 +173,6 @@ def main(argv: list[str] | None = None) -> None:
     vanilla = json.loads((args.zoo / "vanilla.json").read_text())
     pruning = json.loads((args.reports / "pruning.json").read_text())
     config = dict(OnnxBackend(str(path)).session.get_modelmeta().custom_metadata_map)
-    widened = args.widen if isinstance(model, student.Student) else 0
     history = comparison(report, teacher, vanilla, pruning, widened=widened)
     (args.zoo / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     card = evaluate.model_card(report, config, RECIPE, history, architecture(model))
