@@ -169,6 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--widen", type=int, help="first round the --init student's widths up to this multiple"
     )
+    parser.add_argument(
+        "--blur", type=float, help="set the --init student's blur (cells of the stride-8 grid)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -178,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
         model = student.load(args.init).train()
         if args.widen:
             model = student.widen(model, args.widen)
+        if args.blur:
+            student.reblur(model, args.blur)
     else:
         model = student.from_lite0(replace(student.CONFIG, long_side=args.long_side))
     examples = training_set(

@@ -123,6 +123,9 @@ class Head(nn.Module):
         b = x.shape[0]
         return F.log_softmax(x.reshape(b, -1), dim=1).reshape(b, h, w)
 
+    def set_blur(self, sigma: float) -> None:
+        self.blur = gaussian_kernel(sigma)
+
     def _blur(self, x: torch.Tensor) -> torch.Tensor:
         r = self.blur.shape[0] // 2
         x = F.pad(x, (r, r, r, r), mode="replicate")

@@ -29,16 +29,17 @@ RECIPE = "\n".join(
         "    --out cache/s192/student-4700.pt",
         "python -m cropworker_models.prune --student cache/s192/student-4700.pt --multiple 1 \\",
         "    --fraction 0.01 --steps-between 24 --floor 33 --out-dir cache/prune192d",
-        "python -m cropworker_models.distill --init cache/prune192d/student-NM.pt --steps 3000 \\",
-        "    --lr 3e-4 --out cache/s192/student4-final.pt   # N: the point prune.py chose",
-        "python -m cropworker_models.ship cache/s192/student4-final.pt --version 4  # --widen 8",
+        "python -m cropworker_models.distill --init cache/prune192d/student-NM.pt --blur 0.6 \\",
+        "    --steps 3000 --lr 3e-4 --out cache/s192/student5-final.pt  # N: prune.py's choice",
+        "python -m cropworker_models.ship cache/s192/student5-final.pt --version 5  # --widen 8",
     ]
 )
 
 # what the shipped student got (cropworker_models.distill --steps); say it again when re-run
 DISTILLED = (
     "4,700 steps of 16 images in three cosine cycles of 500, 1,200 and 3,000 steps, about 16"
-    " passes, before pruning; 3,000 steps of fine-tuning"
+    " passes, before pruning; 3,000 steps of fine-tuning, with the head's blur narrowed from"
+    " 1.5 to 0.6 cells"
 )
 
 
@@ -131,14 +132,15 @@ def architecture(model: object) -> str:
     assert isinstance(model, student.Student)
     stem, *blocks = (str(b.spec.mid) for b in model.prunable())
     c = model.config
+    taps, readout = ",".join(map(str, c.taps)), ",".join(map(str, c.readout))
     return f"""An inverted-residual network (EfficientNet-Lite0's blocks, ImageNet-initialised,
 trained end to end, then pruned). Feature maps as shipped: {stem} of the stem's 32, and
 expanded widths of the blocks {", ".join(blocks)}.
-The outputs of blocks {",".join(map(str, c.taps))} (strides 8, 16, 32) are read out by 1x1
-convolutions ({",".join(map(str, c.readout))} hidden channels), blurred, added to a learned
-centre log-prior and normalised by a softmax: a log-density over a grid at 1/{c.output_stride} of
-the input. Input: uint8 RGB with the long side {c.long_side} px and the short side keeping the
-aspect ratio (multiple of 32)."""
+The outputs of blocks {taps} (strides 8, 16, 32) are read out by 1x1 convolutions
+({readout} hidden channels), blurred (Gaussian, σ = {8 * c.blur_sigma:g} px of the input), added
+to a learned centre log-prior and normalised by a softmax: a log-density over a grid at
+1/{c.output_stride} of the input. Input: uint8 RGB with the long side {c.long_side} px and the
+short side keeping the aspect ratio (multiple of 32)."""
 
 
 def main(argv: list[str] | None = None) -> None:
