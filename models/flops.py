@@ -1,39 +1,25 @@
-"""Multiply-accumulate counts of a network, measured by running it once with hooks."""
+"""Multiply-accumulate counts of a network, measured by running it once."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def count_macs(model: nn.Module, example: torch.Tensor) -> int:
-    """MACs of convolutions and linear layers for one forward pass on `example`, per image.
+    """MACs of convolutions and matrix products for one forward pass on `example`, per image,
+    as served: in inference mode (the readout head computes its first layer differently in
+    training, net.Head).
 
-    Elementwise work (activations, normalisation, resizing, softmax) is left out, as is usual:
-    it is a small share for a CNN and costs memory bandwidth rather than arithmetic."""
-    total = 0
-
-    def conv_hook(module: nn.Module, _: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal total
-        assert isinstance(module, nn.Conv2d)
-        kh, kw = module.kernel_size
-        total += out.numel() * (module.in_channels // module.groups) * kh * kw
-
-    def linear_hook(module: nn.Module, _: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal total
-        assert isinstance(module, nn.Linear)
-        total += out.numel() * module.in_features
-
-    handles = []
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            handles.append(module.register_forward_hook(conv_hook))
-        elif isinstance(module, nn.Linear):
-            handles.append(module.register_forward_hook(linear_hook))
+    PyTorch's FLOP counter sees every convolution, functional ones included. Elementwise work
+    (activations, normalisation, resizing, softmax) is left out, as is usual: it is a small
+    share for a CNN and costs memory bandwidth rather than arithmetic."""
+    training = model.training
+    model.eval()
     try:
-        with torch.no_grad():
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(example)
     finally:
-        for handle in handles:
-            handle.remove()
-    return total // example.shape[0]
+        model.train(training)
+    return int(counter.get_total_flops()) // 2 // example.shape[0]

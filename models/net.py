@@ -110,18 +110,40 @@ class Head(nn.Module):
 
     def forward(self, taps: list[torch.Tensor]) -> torch.Tensor:
         size = taps[0].shape[-2:]  # the finest tap sets the readout grid (stride 8)
-        x = torch.cat(
-            [taps[0]]
-            + [F.interpolate(t, size=size, mode="bilinear", align_corners=False) for t in taps[1:]],
-            dim=1,
-        )
-        x = self.readout(self.norm(x))  # (B, 1, H/8, W/8)
+        if self.training:
+            x = torch.cat([taps[0]] + [_resize(t, size) for t in taps[1:]], dim=1)
+            x = self.readout(self.norm(x))  # (B, 1, H/8, W/8)
+        else:
+            x = self.readout[1:](self._first_layer(taps, size))
         x = self._blur(x)
         h, w = x.shape[-2] * 8 // self.output_stride, x.shape[-1] * 8 // self.output_stride
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
         x = x + F.interpolate(self.log_prior, size=(h, w), mode="bilinear", align_corners=False)
         b = x.shape[0]
         return F.log_softmax(x.reshape(b, -1), dim=1).reshape(b, h, w)
+
+    def _first_layer(self, taps: list[torch.Tensor], size: torch.Size) -> torch.Tensor:
+        """The normalisation and first 1x1 convolution of the readout, tap by tap at each tap's
+        own resolution, then resized and summed: the same function as resizing the taps and
+        concatenating them first (every step is per-channel affine or linear, and bilinear
+        weights sum to 1), but the coarse taps' hundreds of channels are read out on their few
+        cells, and only the readout's channels are resized (3.6 -> 0.7 M MACs for the student).
+        Inference only: in training the normalisation's batch statistics are taken over the
+        resized grid."""
+        first, norm = self.readout[0], self.norm
+        mean, var = norm.running_mean, norm.running_var
+        assert isinstance(first, nn.Conv2d) and first.bias is not None
+        assert mean is not None and var is not None
+        scale = norm.weight / torch.sqrt(var + norm.eps)  # the normalisation as x * scale + shift
+        shift = norm.bias - mean * scale
+        out, start = first.bias.view(1, -1, 1, 1), 0
+        for tap in taps:
+            c = slice(start, start + tap.shape[1])
+            start = c.stop
+            weight = first.weight[:, c] * scale[c].view(1, -1, 1, 1)
+            bias = (first.weight[:, c, 0, 0] * shift[c]).sum(dim=1)
+            out = out + _resize(F.conv2d(tap, weight, bias), size)
+        return out
 
     def set_blur(self, sigma: float) -> None:
         self.blur = gaussian_kernel(sigma)
@@ -131,6 +153,12 @@ class Head(nn.Module):
         x = F.pad(x, (r, r, r, r), mode="replicate")
         x = F.conv2d(x, self.blur.view(1, 1, 1, -1))
         return F.conv2d(x, self.blur.view(1, 1, -1, 1))
+
+
+def _resize(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    if x.shape[-2:] == size:
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 class SaliencyNet(nn.Module):

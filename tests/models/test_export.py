@@ -50,3 +50,23 @@ def test_mac_count_of_a_known_convolution() -> None:
     assert flops.count_macs(conv, torch.zeros(2, 3, 10, 12)) == 8 * 10 * 12 * 3 * 9
     depthwise = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
     assert flops.count_macs(depthwise, torch.zeros(1, 8, 10, 12)) == 8 * 10 * 12 * 9
+
+
+def test_mac_count_sees_functional_convolutions_and_counts_as_served() -> None:
+    """A convolution called as a function counts like a module, and a model is counted in
+    inference mode whatever mode it is in (and left in that mode)."""
+
+    class Functional(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(8, 3, 3, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = torch.nn.functional.conv2d(x, self.weight, padding=1)
+            if self.training:  # twice the work in training: not what is served
+                out = out + torch.nn.functional.conv2d(x, self.weight, padding=1)
+            return out
+
+    model = Functional().train()
+    assert flops.count_macs(model, torch.zeros(2, 3, 10, 12)) == 8 * 10 * 12 * 3 * 9
+    assert model.training

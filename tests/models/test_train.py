@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cropworker_models import data, net, train  # noqa: E402
+from cropworker_models import data, flops, net, train  # noqa: E402
 
 pytestmark = pytest.mark.train
 
@@ -76,6 +76,42 @@ def test_head_output_is_a_log_density_at_the_output_stride() -> None:
         logp = head(taps)
     assert logp.shape == (2, 48, 64)  # stride 8 readout grid, upsampled to stride 4
     assert torch.allclose(logp.exp().sum(dim=(1, 2)), torch.ones(2), atol=1e-5)
+
+
+def test_head_reads_out_each_tap_at_its_own_resolution_with_the_same_function() -> None:
+    """In inference the head normalises and reads out each tap before resizing it (cheaper);
+    the result is what resizing and concatenating the taps first gives."""
+    torch.manual_seed(0)
+    head = net.Head(net.SaliencyNetConfig(), [40, 112, 192, 320])
+    with torch.no_grad():  # normalisation statistics and weights far from their initial values
+        head.norm.running_mean.normal_(0, 2)
+        head.norm.running_var.uniform_(0.5, 4)
+        head.norm.weight.normal_(1, 0.5)
+        head.norm.bias.normal_(0, 0.5)
+    head.eval()
+    taps = [torch.randn(2, c, 24 // s, 32 // s) for c, s in ((40, 1), (112, 2), (192, 4), (320, 4))]
+    size = taps[0].shape[-2:]
+    with torch.no_grad():
+        resize = torch.nn.functional.interpolate
+        resized = [resize(t, size=size, mode="bilinear", align_corners=False) for t in taps]
+        expected = head.readout(head.norm(torch.cat(resized, dim=1)))
+        got = head.readout[1:](head._first_layer(taps, size))
+    assert torch.allclose(got, expected, atol=1e-5)
+    # and cheaper: the first layer reads the stride-32 taps' 512 channels on 8x6 cells, not 32x24
+    concatenated_first_layer = sum(t.shape[1] for t in taps) * 32 * 24 * 32
+    assert flops.count_macs(_Fixed(head, taps), torch.zeros(2)) < concatenated_first_layer / 4
+
+
+class _Fixed(torch.nn.Module):
+    """The head on fixed taps, whatever the input (for counting its MACs)."""
+
+    def __init__(self, head: net.Head, taps: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.head, self.taps = head, taps
+
+    def forward(self, _: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.head(self.taps)
+        return out
 
 
 def test_split_is_stable_and_by_image() -> None:
