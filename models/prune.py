@@ -20,6 +20,7 @@ import json
 import logging
 import random
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ EMA = 0.9  # running average of the Fisher estimate across steps
 TOLERANCE = 0.03  # the shipped student may lose at most this share of the teacher's dev NSS
 MILESTONES_M = (160, 120, 100, 80, 65, 55, 48, 42, 37, 33, 29, 25, 21, 18)
 # What the student is measured against: the vanilla model as shipped (its card has its MACs).
-VANILLA_CARD = Path(__file__).resolve().parent / "zoo" / "vanilla.json"
+VANILLA_CARD = Path(str(resources.files("cropworker_models") / "zoo" / "vanilla.json"))
 
 
 def served_shape(model: torch.nn.Module) -> tuple[int, int]:
