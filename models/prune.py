@@ -20,14 +20,13 @@ import json
 import logging
 import random
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from cropworker.backend import OnnxBackend
+from cropworker.backend import OnnxBackend, resolve_model
 from cropworker.decode import decode_image, model_input_size
 
 from . import data, distill, evaluate, flops, metrics, net, student
@@ -38,8 +37,6 @@ MIN_MAPS = 4  # every block keeps a few maps, so no stage of the network disappe
 EMA = 0.9  # running average of the Fisher estimate across steps
 TOLERANCE = 0.03  # the shipped student may lose at most this share of the teacher's dev NSS
 MILESTONES_M = (160, 120, 100, 80, 65, 55, 48, 42, 37, 33, 29, 25, 21, 18)
-# What the student is measured against: the vanilla model as shipped (its card has its MACs).
-VANILLA_CARD = Path(str(resources.files("cropworker_models") / "zoo" / "vanilla.json"))
 
 
 def served_shape(model: torch.nn.Module) -> tuple[int, int]:
@@ -327,7 +324,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.curve_prefix:  # an earlier leg, down to the point this leg started from
         curve = json.loads(args.curve_prefix.read_text())[:-1] + curve
-    vanilla_macs = args.vanilla_macs or json.loads(VANILLA_CARD.read_text())["cost"]["macs"]
+    # the student is measured against the vanilla model as shipped (its card has its MACs)
+    card = resolve_model("vanilla").with_suffix(".json")
+    vanilla_macs = args.vanilla_macs or json.loads(card.read_text())["cost"]["macs"]
     chosen = pick(curve, teacher["nss"], vanilla_macs / 10)
     earlier = []
     if args.compare:
