@@ -13,6 +13,7 @@
     ├── EventError                   an upload event is not valid JSON or breaks its schema
     ├── FetchError                   an image reference could not be fetched; `.attempts` made
     │   └── FetchForbiddenError      the reference is outside what the settings allow
+    ├── PrepareTimeoutError          fetching and decoding one event outlasted `prepare_timeout_s`
     ├── BrokerError                  Kafka failed; `.kafka_code` / `.kafka_name` keep librdkafka's
     └── GpuError                     the GPU path failed (CUDA or TensorRT)
         ├── GpuUnavailableError      no driver, no device, or no CUDA/TensorRT bindings installed
@@ -98,6 +99,13 @@ class FetchForbiddenError(FetchError):
     """The scheme, host, address or path of a reference is not allowed by the settings."""
 
     code = "fetch_forbidden"
+
+
+class PrepareTimeoutError(CropworkerError):
+    """Fetching and decoding one event took longer than `prepare_timeout_s`: the worker
+    dead-letters it and leaves its thread behind (stream/pool.py)."""
+
+    code = "timeout"
 
 
 class BrokerError(CropworkerError):

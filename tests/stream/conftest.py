@@ -65,6 +65,16 @@ def settings_for(bootstrap: str, topics: Topics, **changes: Any) -> Settings:
     return replace(base, **changes)
 
 
+def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Poll `check` until it holds (True) or `timeout` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def send(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes | None]]) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 16 * 1024 * 1024})
     for key, value in messages:

@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from cropworker.backend import OnnxBackend
+from cropworker.decode import DecodedImage, decode_image
 from cropworker.pipeline import Cropper
 from cropworker.stream.broker import EmbeddedBroker, create_topics
 from cropworker.stream.events import RESULT_SCHEMA, UploadEvent, schema, upload_event
@@ -29,6 +30,7 @@ from tests.stream.conftest import (
     new_topics,
     send,
     settings_for,
+    wait_for,
 )
 
 pytestmark = pytest.mark.broker
@@ -43,15 +45,6 @@ def committed_total(bootstrap: str, settings: Settings) -> int:
         return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
     finally:
         consumer.close()
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_every_upload_gives_one_correct_result(
@@ -237,6 +230,57 @@ def test_poison_messages_are_dead_lettered_and_good_ones_flow(
     assert running.value("cropworker_dead_letters_total", type="bad_event") == 4
     assert running.value("cropworker_images_processed_total", result="dead_letter") == len(poison)
     assert running.value("cropworker_images_processed_total", result="ok") == len(good)
+
+
+def test_a_hung_decode_is_dead_lettered_and_its_partition_moves_on(
+    broker: EmbeddedBroker,
+    topics: Topics,
+    start_worker: Callable[..., RunningWorker],
+    reader_factory: Callable[[Topics], Reader],
+    backend: OnnxBackend,
+) -> None:
+    """A decoder that never returns (here: until the test lets it) costs its event a `timeout`
+    dead letter and its thread, not the partition: the events behind it get their results and
+    every offset is committed. With the only decode thread stuck the worker is not live."""
+    hang = photo("rocket.jpg")
+    release = threading.Event()
+
+    def decoder(data: bytes) -> DecodedImage:
+        if data == hang:
+            release.wait(60)
+        return decode_image(data, backend.info.long_side)
+
+    settings = settings_for(broker.bootstrap, topics, decode_threads=1, prepare_timeout_s=1.0)
+    cropper = Cropper(backend, aspects=settings.aspects, decoder=decoder)
+    good = {
+        f"good-{i}": upload_event(f"good-{i}", NOW_MS, data=photo("chelsea.jpg")) for i in range(6)
+    }
+    hung = upload_event("hung", NOW_MS, data=hang)
+    messages = [(b"good-0", good["good-0"]), (b"hung", hung)]
+    messages += [(k.encode(), v) for k, v in good.items() if k != "good-0"]
+    reader = reader_factory(topics)
+    try:
+        running = start_worker(settings, cropper=cropper)
+        send(broker.bootstrap, topics.input, messages)
+
+        reader.until(lambda seen: len(seen) >= len(messages), 60)
+        assert {(m.key() or b"").decode() for m in reader.on(topics.output)} == set(good)
+        [letter] = reader.on(topics.dead_letter)
+        headers = dict(letter.headers() or [])
+        assert letter.key() == b"hung" and letter.value() == hung
+        assert headers["error.type"] == b"timeout"
+        assert wait_for(lambda: committed_total(broker.bootstrap, settings) == len(messages))
+        assert running.value("cropworker_dead_letters_total", type="timeout") == 1
+        assert running.value("cropworker_decode_threads_stuck") == 1
+        assert not running.health.live
+    finally:
+        release.set()
+    assert wait_for(lambda: running.value("cropworker_decode_threads_stuck") == 0)
+    assert wait_for(lambda: running.health.live)
+    time.sleep(0.5)  # the hung decode has finished: its late result must go nowhere
+    assert running.value("cropworker_images_processed_total", result="ok") == len(good)
+    assert [m.key() for m in reader.until(lambda seen: False, 0.5)].count(b"hung") == 1
+    assert running.value("cropworker_in_flight_images") == 0
 
 
 class SlowBackend:

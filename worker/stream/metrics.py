@@ -69,6 +69,11 @@ class WorkerMetrics:
             "Bytes held by in-flight images: encoded messages until decoded, then network inputs",
             registry=registry,
         )
+        self.stuck_threads = Gauge(
+            "cropworker_decode_threads_stuck",
+            "Fetch/decode threads still running an event given up on after prepare_timeout_s",
+            registry=registry,
+        )
         self.paused = Gauge(
             "cropworker_partitions_paused",
             "1 while input partitions are paused for backpressure",

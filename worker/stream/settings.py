@@ -208,6 +208,15 @@ class Settings:
     shutdown_timeout_s: float = field(
         default=20.0, metadata=_meta("bound on draining at SIGTERM or revocation", float)
     )
+    # A watchdog, not a limit a valid upload meets: the fetch's own worst case with the defaults
+    # is 3 x (3 + 10) s plus backoff, and decoding at the pixel and scan limits takes seconds.
+    prepare_timeout_s: float = field(
+        default=60.0,
+        metadata=_meta(
+            "longest one event may take to fetch and decode; then it is dead-lettered as timeout",
+            float,
+        ),
+    )
     # Fetching references
     file_root: Path | None = field(
         default=None, metadata=_meta("directory file:// references may read", _optional_path)
@@ -264,6 +273,8 @@ class Settings:
         for name in (*positive, "max_in_flight_bytes", "max_message_bytes"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.prepare_timeout_s > 0:
+            raise SettingsError(f"prepare_timeout_s must be positive, got {self.prepare_timeout_s}")
         if self.max_in_flight < self.max_batch:
             raise SettingsError("max_in_flight must be at least max_batch")
         if self.max_poll_interval_ms < self.session_timeout_ms:

@@ -12,15 +12,18 @@ images, holding at most `max_in_flight_bytes` (plus one message), are inside the
 either limit the input partitions are paused until both are down to half, so a backlog costs no
 memory (docs/limits.md). One consume() takes no more messages than the byte room left holds at
 the largest message size, and at least one, so an image larger than the limit still passes
-alone. On revocation the worker finishes what it holds, flushes and commits before giving the
-partitions up; on loss (a session timeout, or a batch longer than `max_poll_interval_ms`) it
-drops their work uncommitted. `stop()` (SIGTERM) stops consuming, drains, flushes, commits and
-closes within `shutdown_timeout_s`.
+alone. An event still being fetched and decoded after `prepare_timeout_s` is dead-lettered as
+`timeout` and its thread replaced (stream/pool.py); once as many threads are stuck as the pool
+has, the worker reports itself not live, to be restarted. On revocation the worker finishes
+what it holds, flushes and commits before giving the partitions up; on loss (a session timeout,
+or a batch longer than `max_poll_interval_ms`) it drops their work uncommitted. `stop()`
+(SIGTERM) stops consuming, drains, flushes, commits and closes within `shutdown_timeout_s`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import queue
@@ -32,7 +35,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from .. import crop
-from ..errors import BrokerError
+from ..errors import BrokerError, PrepareTimeoutError
 from ..pipeline import Cropper, CropResult
 from .batcher import Batch, MicroBatcher
 from .events import UploadEvent, dead_letter_headers, result_message
@@ -41,6 +44,7 @@ from .jobs import Job, prepare
 from .logs import fields
 from .metrics import Health, WorkerMetrics
 from .offsets import OffsetTracker, PartitionKey, Ticket
+from .pool import DecodePool
 from .publish import Outgoing, ProducerLike, Publisher
 from .settings import Settings
 
@@ -50,6 +54,7 @@ log = logging.getLogger(__name__)
 # images are being decoded or results await acknowledgement (their completion does not wake it).
 IDLE_POLL_S = 0.1
 BUSY_POLL_S = 0.002
+WATCHDOG_INTERVAL_S = 0.5  # how often overdue fetches and decodes are looked for
 RESULT, DEAD_LETTER = "result", "dead_letter"
 Delivery = tuple[Job, str]  # the job and what was sent for it: RESULT or DEAD_LETTER
 
@@ -91,12 +96,13 @@ class Worker:
             settings.max_batch, settings.max_wait_ms / 1000
         )
         self._done: queue.SimpleQueue[concurrent.futures.Future[Job]] = queue.SimpleQueue()
-        self._pending: set[concurrent.futures.Future[Job]] = set()
+        self._pending: dict[concurrent.futures.Future[Job], Job] = {}
         self._in_flight = 0
         self._in_flight_bytes = 0
         self._paused = False
         self._commit_due = False
         self._last_commit = float("-inf")
+        self._next_watchdog = float("-inf")
         self._abandon = False  # set when the loop dies: revocation then commits nothing
         self._deadline: float | None = None  # set at stop(): bounds every drain that follows
         self._fatal: BrokerError | None = None
@@ -108,7 +114,7 @@ class Worker:
 
     def run(self) -> None:
         s = self.settings
-        pool = concurrent.futures.ThreadPoolExecutor(s.decode_threads, "cropworker-decode")
+        self._pool = pool = DecodePool(s.decode_threads, "cropworker-decode", self._clock)
         self._publisher: Publisher[Delivery] = Publisher(
             self._new_producer, self._delivered, self._clock
         )
@@ -133,12 +139,12 @@ class Worker:
             self._abandon = not completed
             self.health.running = False
             consumer.close()  # revokes (nothing left to drain) and leaves the group
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown()
             log.info("worker stopped", extra=fields(unacknowledged=self._publisher.unacknowledged))
 
     # The loop -------------------------------------------------------------------------------
 
-    def _step(self, pool: concurrent.futures.ThreadPoolExecutor) -> None:
+    def _step(self, pool: DecodePool) -> None:
         consumer = self._consumer
         assert consumer is not None
         for message in consumer.consume(self._room(), self._wait_time()):
@@ -146,6 +152,7 @@ class Worker:
         if self._fatal is not None:
             raise self._fatal
         now = self._clock()
+        self._watchdog(now)
         self._collect(now)
         if batch := self._batcher.pop_ready(now):
             self._run_batch(batch)
@@ -172,7 +179,7 @@ class Worker:
             wait = min(wait, BUSY_POLL_S)
         return wait
 
-    def _accept(self, message: Message, pool: concurrent.futures.ThreadPoolExecutor) -> None:
+    def _accept(self, message: Message, pool: DecodePool) -> None:
         err = message.error()
         if err is not None:
             self._kafka_error(err)
@@ -192,7 +199,7 @@ class Worker:
             metrics=self.metrics,
             clock=self._clock,
         )
-        self._pending.add(future)
+        self._pending[future] = job
         future.add_done_callback(self._done.put)
 
     def _collect(self, now: float) -> None:
@@ -201,7 +208,8 @@ class Worker:
                 future = self._done.get_nowait()
             except queue.Empty:
                 return
-            self._pending.discard(future)
+            if self._pending.pop(future, None) is None:
+                continue  # abandoned by the watchdog: already dead-lettered
             job = future.result()
             if not self._tracker.is_current(job.ticket):
                 self._finish(job)  # its partition was lost or revoked meanwhile
@@ -214,6 +222,37 @@ class Worker:
                 job.release_payload()  # decoded: the encoded bytes need not stay in memory
                 self._account(job)
                 self._batcher.add(job.decoded.rgb.shape, job, now)
+
+    def _watchdog(self, now: float) -> None:
+        """Dead-letter the events whose fetch and decode outlasted `prepare_timeout_s`, and
+        leave their threads behind. The dead letter is a copy of the job: the stuck thread may
+        still write to the original, which nobody reads again."""
+        if now < self._next_watchdog:
+            return
+        self._next_watchdog = now + WATCHDOG_INTERVAL_S
+        timeout = self.settings.prepare_timeout_s
+        for future in self._pool.overdue(now - timeout):
+            job = self._pending.pop(future, None)
+            if job is None:
+                continue
+            self._pool.abandon(future)
+            message = f"fetching and decoding took over {timeout:g} s; given up"
+            letter = dataclasses.replace(job, decoded=None)
+            letter.error_type, letter.error_message = PrepareTimeoutError.code, message
+            log.error(
+                "event abandoned: %s",
+                message,
+                extra=fields(threads_stuck=self._pool.stuck, **job.where()),
+            )
+            if not self._tracker.is_current(letter.ticket):
+                self._finish(letter)
+                continue
+            letter.drop_image()
+            self._account(letter)
+            self._dead_letter(letter)
+        stuck = self._pool.stuck
+        self.metrics.stuck_threads.set(stuck)
+        self.health.live = stuck < self.settings.decode_threads
 
     def _run_batch(self, batch: Batch[tuple[int, ...], Job]) -> None:
         self.metrics.batch_size.observe(len(batch.items))
@@ -343,6 +382,7 @@ class Worker:
             concurrent.futures.wait(
                 set(self._pending), min(left, 0.05), concurrent.futures.FIRST_COMPLETED
             )
+            self._watchdog(self._clock())
             self._collect(self._clock())
         self._collect(self._clock())
         for batch in self._batcher.pop_all(self._clock()):
