@@ -6,7 +6,8 @@
     │   ├── UnsupportedFormatError   not a JPEG, PNG, WebP, GIF, BMP or TIFF
     │   ├── CorruptImageError        the header or the data cannot be decoded (truncated, malformed)
     │   ├── ImageTooLargeError       over the byte or pixel limit (checked before decoding)
-    │   └── ImageTooComplexError     decoding would cost far more than the size says (JPEG scans)
+    │   ├── ImageTooComplexError     decoding would cost far more than the size says (JPEG scans)
+    │   └── DecoderCrashedError      the decoder's child process died on it (decode isolation)
     ├── AspectError                  an aspect ratio that is not "W:H" with positive numbers
     ├── ModelError                   a model file is missing, malformed or not loadable
     ├── SettingsError                a worker setting (flag or CROPWORKER_* variable) is invalid
@@ -63,6 +64,13 @@ class ImageTooComplexError(ImageError):
     the decoder walk every block of the image again). Checked from the header, before decoding."""
 
     code = "too_complex"
+
+
+class DecoderCrashedError(ImageError):
+    """The decoder's child process died on this image (`decode_isolation`): most likely a
+    decoder bug the image triggers. The worker itself carries on."""
+
+    code = "decoder_crashed"
 
 
 class AspectError(CropworkerError, ValueError):

@@ -9,16 +9,21 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from cropworker.backend import OnnxBackend
+from cropworker.pipeline import Cropper
 from cropworker.stream.broker import EmbeddedBroker
 from cropworker.stream.events import upload_event
 from cropworker.stream.fetch import Fetcher, FetchPolicy, resolve
+from cropworker.stream.isolation import ProcessDecoder
 from tests.hardening import corpus
 from tests.hardening.servers import Server, http_response
 from tests.stream.conftest import Reader, RunningWorker, Topics, send, settings_for, small_jpeg
+from tests.stream.test_isolation import CRASH, fragile_decode
 
 pytestmark = pytest.mark.broker
 
@@ -95,6 +100,7 @@ def good_stream(root: Path) -> dict[str, bytes]:
     return stream
 
 
+@pytest.mark.parametrize("isolated", [False, True], ids=["in-process", "decode-isolation"])
 def test_a_hostile_stream_is_dead_lettered_and_the_worker_keeps_going(
     broker: EmbeddedBroker,
     topics: Topics,
@@ -102,7 +108,11 @@ def test_a_hostile_stream_is_dead_lettered_and_the_worker_keeps_going(
     reader_factory: Callable[[Topics], Reader],
     root: Path,
     counting: Server,
+    backend: OnnxBackend,
+    isolated: bool,
 ) -> None:
+    """With decode isolation the same errors cross the process boundary, and an image that
+    crashes its decoder process is one more dead letter."""
     settings = settings_for(
         broker.bootstrap,
         topics,
@@ -117,10 +127,19 @@ def test_a_hostile_stream_is_dead_lettered_and_the_worker_keeps_going(
         return ["127.0.0.1"] if host == "images.test" else resolve(host, port)
 
     fetcher = Fetcher(FetchPolicy.from_settings(settings), resolver=resolver)
-    running = start_worker(settings, fetcher=fetcher)
+    hostile, good = hostile_stream(root, counting.port), good_stream(root)
+    cropper = None
+    if isolated:
+        decode = partial(fragile_decode, long_side=backend.info.long_side, limits=settings.limits)
+        decoder = ProcessDecoder(decode, settings.prepare_timeout_s)
+        cropper = Cropper(backend, settings.aspects, settings.limits, settings.max_batch, decoder)
+        hostile["image-crashes-its-decoder"] = (
+            upload_event("image-crashes-its-decoder", NOW_MS, data=CRASH),
+            "decoder_crashed",
+        )
+    running = start_worker(settings, cropper=cropper, fetcher=fetcher)
     reader = reader_factory(topics)
 
-    hostile, good = hostile_stream(root, counting.port), good_stream(root)
     messages: list[Message] = [(k.encode(), v) for k, (v, _) in hostile.items()]
     messages += [(k.encode(), v) for k, v in good.items()]
     random.Random(8).shuffle(messages)  # good ones spread among the bad
@@ -150,3 +169,5 @@ def test_a_hostile_stream_is_dead_lettered_and_the_worker_keeps_going(
     send(broker.bootstrap, topics.input, [(b"after", after)])
     reader.until(lambda seen: any(m.key() == b"after" for m in seen), 60)
     assert [m.key() for m in reader.on(topics.output) if m.key() == b"after"] == [b"after"]
+    if isolated:
+        decoder.close()

@@ -6,13 +6,16 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import cv2
 from prometheus_client import CollectorRegistry
 
+from ..decode import decode_image
 from ..gpu.select import select_backend
 from ..pipeline import Cropper, CropResult
 from .events import UploadEvent
+from .isolation import ProcessDecoder
 from .logs import fields
 from .metrics import Health, MetricsServer, WorkerMetrics
 from .settings import Settings
@@ -56,12 +59,19 @@ def build(
     )
     backend = chosen.backend
     backend.warm_up(WARM_UP_SHAPES)
+    decoder = chosen.decoder
+    if settings.decode_isolation:
+        if decoder is None:
+            decode = partial(decode_image, long_side=backend.info.long_side, limits=settings.limits)
+            decoder = ProcessDecoder(decode, settings.prepare_timeout_s)
+        else:
+            log.warning("decode_isolation applies to CPU decoding only; nvJPEG runs in-process")
     cropper = Cropper(
         backend,
         aspects=settings.aspects,
         limits=settings.limits,
         max_batch=settings.max_batch,
-        decoder=chosen.decoder,
+        decoder=decoder,
     )
     registry = CollectorRegistry()
     health = Health()
@@ -82,4 +92,6 @@ def serve(settings: Settings) -> int:
         service.worker.run()
     finally:
         service.server.stop()
+        if isinstance(decoder := service.worker.cropper.decoder, ProcessDecoder):
+            decoder.close()
     return 0

@@ -189,6 +189,14 @@ class Settings:
     decode_threads: int = field(
         default=2, metadata=_meta("threads fetching and decoding images", int)
     )
+    decode_isolation: bool = field(
+        default=False,
+        metadata=_meta(
+            "decode in a child process per decode thread: a crashing decoder fails its upload"
+            " (decoder_crashed), not the worker; CPU decoding only",
+            _bool,
+        ),
+    )
     max_batch: int = field(default=8, metadata=_meta("largest inference batch", int))
     max_wait_ms: float = field(
         default=10.0, metadata=_meta("longest an image waits for its batch to fill", float)
