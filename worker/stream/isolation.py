@@ -27,6 +27,9 @@ from ..errors import CropworkerError, DecoderCrashedError, PrepareTimeoutError
 
 Decode = Callable[[bytes], DecodedImage]
 _CONTEXT = multiprocessing.get_context("spawn")
+# A new child imports Python, NumPy and OpenCV before it can take an image: not part of any
+# image's time limit, but bounded too.
+STARTUP_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -90,6 +93,14 @@ class ProcessDecoder:
             child = self._local.child = _Child(process, ours)
             with self._lock:
                 self._children.append(child)
+            try:
+                ready = ours.poll(STARTUP_TIMEOUT_S) and ours.recv() == ("ready", None)
+            except (EOFError, OSError):
+                ready = False
+            if not ready:
+                self._discard(child)
+                # not the image's fault: the worker dead-letters it as internal_error, loudly
+                raise RuntimeError(f"the decoder process did not start ({_exit(process.exitcode)})")
         return child
 
     def _discard(self, child: _Child) -> None:
@@ -116,6 +127,7 @@ def _serve(conn: multiprocessing.connection.Connection, decode: Decode) -> None:
     import cv2
 
     cv2.setNumThreads(1)  # one decode per child; the worker runs several children
+    conn.send(("ready", None))
     while True:
         try:
             data = conn.recv_bytes()
