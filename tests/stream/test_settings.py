@@ -65,6 +65,9 @@ def test_inconsistent_values_are_rejected() -> None:
         Settings(max_batch=16, max_in_flight=8)
     with pytest.raises(SettingsError, match="log_format"):
         Settings(log_format="xml")
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(SettingsError, match="prepare_timeout_s"):
+            Settings(prepare_timeout_s=bad)
 
 
 def test_the_password_is_never_shown(caplog: pytest.LogCaptureFixture) -> None:
