@@ -110,8 +110,9 @@ class FetchForbiddenError(FetchError):
 
 
 class PrepareTimeoutError(CropworkerError):
-    """Fetching and decoding one event took longer than `prepare_timeout_s`: the worker
-    dead-letters it and leaves its thread behind (stream/pool.py)."""
+    """Fetching and decoding one event took longer than `prepare_timeout_s`. The worker's
+    watchdog dead-letters it and leaves its thread behind (stream/pool.py); with decode
+    isolation the decoder kills its child process and raises this itself (stream/isolation.py)."""
 
     code = "timeout"
 
