@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
 FIXATION_WEIGHT = 1.0  # weight of the human-fixation term next to the distillation term
+CHECKPOINT_EVERY = 100  # steps between resumable checkpoints (~1 minute of training)
 
 
 @dataclass
@@ -130,18 +131,39 @@ def fit(
     lr: float,
     batch_size: int = 16,
     seed: int = 0,
+    checkpoint: Path | None = None,
+    every: int = CHECKPOINT_EVERY,
 ) -> float:
-    """`steps` Adam steps with a cosine schedule; returns the mean loss of the last 50."""
+    """`steps` Adam steps with a cosine schedule; returns the mean loss of the last 50.
+
+    With `checkpoint`, the whole training state (weights, optimiser, schedule, step, the batch
+    order) is saved there every `every` steps, and a run that finds one there continues from it:
+    a long distillation survives being killed and runs in pieces. The file is removed at the end.
+    """
     rng = random.Random(seed)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+    start, recent, order, used = 0, [], rng.getstate(), 0
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        if state["steps"] != steps:
+            raise ValueError(f"{checkpoint} is for a {state['steps']}-step run, not {steps}")
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(state["schedule"])
+        start, recent = state["step"], state["recent"]
+        order, used = state["order"], state["used"]
+        log.info("resuming at step %d/%d from %s", start, steps, checkpoint)
+    # the pass under way is drawn again from the rng state it was drawn from, less what was used
+    rng.setstate(order)
+    queue = batches(examples, batch_size, rng)[: -used or None]
     model.train()
-    recent: list[float] = []
-    queue: list[list[Example]] = []
-    for step in range(steps):
+    for step in range(start, steps):
         if not queue:
+            order, used = rng.getstate(), 0
             queue = batches(examples, batch_size, rng)
         value = loss(model, queue.pop())
+        used += 1
         optimiser.zero_grad()
         value.backward()  # type: ignore[no-untyped-call]
         optimiser.step()
@@ -149,8 +171,28 @@ def fit(
         recent = [*recent, float(value.detach())][-50:]
         if step % 50 == 0:
             log.info("step %d/%d loss %.4f", step, steps, np.mean(recent))
+        if checkpoint is not None and (step + 1) % every == 0 and step + 1 < steps:
+            state = {
+                "steps": steps,
+                "step": step + 1,
+                "model": model.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "schedule": schedule.state_dict(),
+                "recent": recent,
+                "order": order,
+                "used": used,
+            }
+            torch.save(state, checkpoint.with_suffix(".tmp"))
+            checkpoint.with_suffix(".tmp").replace(checkpoint)  # never a half-written file
     model.eval()
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
     return float(np.mean(recent))
+
+
+def resume_path(out: Path) -> Path:
+    """Where a run writing `out` keeps its resumable state: `cache/x.pt` -> `cache/x.resume.pt`."""
+    return out.with_name(f"{out.stem}.resume.pt")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -173,9 +215,16 @@ def main(argv: list[str] | None = None) -> None:
         "--blur", type=float, help="set the --init student's blur (cells of the stride-8 grid)"
     )
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation and batch order")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoint left beside --out by a run that was stopped "
+        f"(saved every {CHECKPOINT_EVERY} steps; without --resume a new run replaces it)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     if args.init:
         model = student.load(args.init).train()
@@ -193,7 +242,11 @@ def main(argv: list[str] | None = None) -> None:
         model.config.output_stride,
         args.cache,
     )
-    final = fit(model, examples, args.steps, args.lr)
+    checkpoint = resume_path(args.out)
+    if not args.resume:
+        checkpoint.unlink(missing_ok=True)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    final = fit(model, examples, args.steps, args.lr, seed=args.seed, checkpoint=checkpoint)
     log.info("distilled: final loss %.4f", final)
     student.save(model, args.out)
 

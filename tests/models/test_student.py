@@ -202,6 +202,64 @@ def test_distill_and_prune_end_to_end(tmp_path: Path) -> None:
     assert curve[1]["macs_shipped"] >= curve[1]["macs"]
 
 
+def _tiny_examples(n: int, seed: int = 0) -> list[distill.Example]:
+    rng = np.random.default_rng(seed)
+    h, w = 64 // 4, 96 // 4
+    return [
+        distill.Example(
+            rng.integers(0, 256, (64, 96, 3), dtype=np.uint8),
+            torch.from_numpy(rng.dirichlet(np.ones(h * w)).reshape(h, w)).half(),
+            torch.tensor([0, 5, h * w - 1]),
+        )
+        for _ in range(n)
+    ]
+
+
+def test_a_killed_distillation_resumes_where_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after 5 of 9 steps (checkpoints every 2), then resumed: the same weights as a run
+    that was never stopped, and the checkpoint is gone once the run ends."""
+    examples = _tiny_examples(6)  # 2 batches of 3 per pass: the kill falls inside a pass
+    torch.manual_seed(0)
+    straight = student.from_lite0()
+    distill.fit(straight, examples, steps=9, lr=1e-3, batch_size=3)
+
+    torch.manual_seed(0)
+    model = student.from_lite0()
+    checkpoint = tmp_path / "s.resume.pt"
+    real_loss, calls = distill.loss, []
+
+    def killed_at_step_6(model: torch.nn.Module, batch: list[distill.Example]) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return real_loss(model, batch)
+
+    monkeypatch.setattr(distill, "loss", killed_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        distill.fit(model, examples, steps=9, lr=1e-3, batch_size=3, checkpoint=checkpoint, every=2)
+    assert torch.load(checkpoint, weights_only=False)["step"] == 4
+    monkeypatch.setattr(distill, "loss", real_loss)
+
+    torch.manual_seed(1)  # a fresh process: nothing but the checkpoint carries the state over
+    resumed = student.from_lite0()
+    distill.fit(resumed, examples, steps=9, lr=1e-3, batch_size=3, checkpoint=checkpoint, every=2)
+    assert not checkpoint.exists()
+    pairs = zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True)
+    for (name, a), b in pairs:
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path: Path) -> None:
+    examples = _tiny_examples(3)
+    checkpoint = tmp_path / "s.resume.pt"
+    model = student.from_lite0()
+    torch.save({"steps": 100}, checkpoint)
+    with pytest.raises(ValueError, match="100-step run"):
+        distill.fit(model, examples, steps=4, lr=1e-3, batch_size=3, checkpoint=checkpoint)
+
+
 def test_pick_counts_the_cost_as_shipped() -> None:
     """A point under the target that widens to over it is not picked."""
     curve = [
