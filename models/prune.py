@@ -228,7 +228,7 @@ def plot(
     curve: list[dict[str, Any]],
     teacher: dict[str, float],
     chosen: dict[str, Any],
-    vanilla_macs: float,
+    target_macs: float,
     path: Path,
     earlier: Sequence[tuple[str, list[dict[str, Any]]]] = (),
     chosen_label: str = "shipped",
@@ -245,7 +245,7 @@ def plot(
     ax.plot([p["macs"] / 1e6 for p in curve], [p["nss"] for p in curve], "o-", label="student")
     ax.axhline(teacher["nss"], color="k", ls="--", label="teacher ensemble")
     ax.axhline((1 - TOLERANCE) * teacher["nss"], color="grey", ls=":", label="teacher - 3%")
-    ax.axvline(vanilla_macs / 10 / 1e6, color="tab:red", ls=":", label="1/10 of vanilla")
+    ax.axvline(target_macs / 1e6, color="tab:red", ls=":", label="cost target")
     ax.plot([chosen["macs"] / 1e6], [chosen["nss"]], "r*", ms=14, label=chosen_label)
     ax.set_xscale("log")
     ax.set_xlabel("multiply-accumulates per 4:3 photo (millions)")
@@ -281,6 +281,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--floor", type=float, default=18, help="stop at this many M MACs")
+    parser.add_argument(
+        "--target",
+        type=float,
+        help="pick under this many M MACs as shipped (default 1/10 of vanilla: the fast rung)",
+    )
     parser.add_argument("--report", type=Path, default=Path("models/reports"))
     parser.add_argument("--out-dir", type=Path, help="checkpoints (default CACHE/prune)")
     parser.add_argument(
@@ -327,12 +332,13 @@ def main(argv: list[str] | None = None) -> None:
     # the student is measured against the vanilla model as shipped (its card has its MACs)
     card = resolve_model("vanilla").with_suffix(".json")
     vanilla_macs = args.vanilla_macs or json.loads(card.read_text())["cost"]["macs"]
-    chosen = pick(curve, teacher["nss"], vanilla_macs / 10)
+    target = args.target * 1e6 if args.target else vanilla_macs / 10
+    chosen = pick(curve, teacher["nss"], target)
     earlier = []
     if args.compare:
         points = json.loads(args.compare.read_text())["curve"]
         earlier.append((f"earlier: {args.compare.stem}", points))
-    plot(curve, teacher, chosen, vanilla_macs, args.report / "pruning.png", earlier)
+    plot(curve, teacher, chosen, target, args.report / "pruning.png", earlier)
     (args.report / "pruning.json").write_text(
         json.dumps(
             {
