@@ -19,28 +19,26 @@ from . import evaluate, export, net, student
 
 log = logging.getLogger(__name__)
 
-RECIPE = "\n".join(
-    [
-        "python -m cropworker_models.teacher --data ../shared/data/fixations",
-        "python -m cropworker_models.distill --steps 500 --out cache/student.pt",
-        "python -m cropworker_models.distill --init cache/student.pt --steps 1200 \\",
-        "    --out cache/s192/student-1700.pt",
-        "python -m cropworker_models.distill --init cache/s192/student-1700.pt --steps 3000 \\",
-        "    --out cache/s192/student-4700.pt",
-        "python -m cropworker_models.prune --student cache/s192/student-4700.pt --multiple 1 \\",
-        "    --fraction 0.01 --steps-between 24 --floor 33 --out-dir cache/prune192d",
-        "python -m cropworker_models.distill --init cache/prune192d/student-NM.pt --blur 0.6 \\",
-        "    --steps 3000 --lr 3e-4 --out cache/s192/student5-final.pt  # N: prune.py's choice",
-        "python -m cropworker_models.ship cache/s192/student5-final.pt --version 5  # --widen 8",
-    ]
-)
-
-# what the shipped student got (cropworker_models.distill --steps); say it again when re-run
-DISTILLED = (
-    "4,700 steps of 16 images in three cosine cycles of 500, 1,200 and 3,000 steps, about 16"
-    " passes, before pruning; 3,000 steps of fine-tuning, with the head's blur narrowed from"
-    " 1.5 to 0.6 cells"
-)
+# How each student rung was made (cropworker_models.distill, prune); say it again when re-run.
+RECIPES = {
+    "fast": """\
+python -m cropworker_models.teacher --data ../shared/data/fixations
+python -m cropworker_models.distill --steps 500 --out cache/student.pt
+python -m cropworker_models.distill --init cache/student.pt --steps 1200 \\
+    --out cache/s192/student-1700.pt
+python -m cropworker_models.distill --init cache/s192/student-1700.pt --steps 3000 \\
+    --out cache/s192/student-4700.pt
+python -m cropworker_models.prune --student cache/s192/student-4700.pt --multiple 1 \\
+    --fraction 0.01 --steps-between 24 --floor 33 --out-dir cache/prune192d
+python -m cropworker_models.distill --init cache/prune192d/student-NM.pt --blur 0.6 \\
+    --steps 3000 --lr 3e-4 --out cache/s192/student5-final.pt  # N: prune.py's choice
+python -m cropworker_models.ship cache/s192/student5-final.pt --name fast --version 5""",
+}
+DISTILLED = {
+    "fast": "4,700 steps of 16 images in three cosine cycles of 500, 1,200 and 3,000 steps, about"
+    " 16 passes, before pruning; 3,000 steps of fine-tuning, with the head's blur narrowed from"
+    " 1.5 to 0.6 cells",
+}
 
 
 def comparison(
@@ -48,8 +46,9 @@ def comparison(
     teacher: dict[str, Any],
     vanilla: dict[str, Any],
     pruning: dict[str, Any],
-    distilled: str = DISTILLED,
+    distilled: str,
     widened: int = 0,
+    curve_png: str = "pruning.png",
 ) -> str:
     """The card's history section: how the student compares with what it was made from."""
     rows = []
@@ -110,7 +109,7 @@ def comparison(
    {pruning["teacher_dev"]["nss"]:.3f}, is inflated: its readouts were trained on those
    images.){widen}
 
-![Cost-quality curve of Fisher pruning](../reports/pruning.png)
+![Cost-quality curve of Fisher pruning](../reports/{curve_png})
 
 ### Against the teacher and the vanilla model (held-out images)
 
@@ -143,12 +142,80 @@ to a learned centre log-prior and normalised by a softmax: a log-density over a 
 short side keeping the aspect ratio (multiple of 32)."""
 
 
+# Rungs that are graphs built from other graphs (models/ensemble.py): what they are, how to make
+# them again.
+GRAPHS = {
+    "large": (
+        """The teacher ensemble as one graph: saliency readouts (the vanilla recipe: 1x1
+convolutions, a blur, a learned centre log-prior, a softmax) over frozen EfficientNet-Lite0,
+Lite1 and Lite2 ImageNet features at a 320 px long side, each trained on the human fixations;
+their densities averaged (a mixture). The readouts tap the ends of the stride-8, stride-16 and
+the last two stride-32 stages. Weights are stored as float16 (half the file; the arithmetic is
+float32), which moves log-densities by at most ~0.01 and no crop measured here. Input: uint8 RGB
+with the long side 320 px and the short side keeping the aspect ratio (multiple of 32).""",
+        "\n".join(
+            [
+                "python -m cropworker_models.teacher --data ../shared/data/fixations",
+                "python -m cropworker_models.ensemble models/zoo/large.onnx cache/teacher.onnx \\",
+                "    --name large --version 1 --fp16",
+                "python -m cropworker_models.ship models/zoo/large.onnx",
+            ]
+        ),
+    ),
+}
+
+
+def against(report: dict[str, Any], others: dict[str, dict[str, Any]]) -> str:
+    """The card's comparison with the other models: crops relative to the best box."""
+    names = [report["model"], *others]
+    reports = [report, *others.values()]
+    head = "| aspect | " + " | ".join(names) + " |\n|---|" + "---|" * len(names)
+    rows = [
+        f"| {aspect} | "
+        + " | ".join(f"{r['crops'][aspect]['model_vs_best']:.3f}" for r in reports)
+        + " |"
+        for aspect in report["crops"]
+    ]
+    nss = " | ".join(f"{r['saliency']['model']['nss']:.3f}" for r in reports)
+    macs = " | ".join(f"{r['cost']['macs'] / 1e6:.0f} M" for r in reports)
+    return f"""
+## Against the other models (held-out images)
+Crops: fixations kept relative to the best box.
+
+{head}
+{chr(10).join(rows)}
+| NSS | {nss} |
+| MACs per 4:3 photo | {macs} |
+"""
+
+
+def ship_graph(path: Path, args: argparse.Namespace) -> None:
+    """Card and figures for a graph already in the zoo (written with its golden file by
+    `cropworker_models.ensemble`)."""
+    report = evaluate.evaluate(str(path), args.data)
+    name = report["model"].split("@")[0]
+    config = dict(OnnxBackend(str(path)).session.get_modelmeta().custom_metadata_map)
+    others = {"teacher (fp32)": json.loads((args.reports / "teacher.json").read_text())["teacher"]}
+    for other in ("fast", "vanilla"):
+        if other != name:
+            others[other] = json.loads((args.zoo / f"{other}.json").read_text())
+    architecture_text, recipe = GRAPHS[name]
+    history = against(report, others)
+    (args.zoo / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    card = evaluate.model_card(report, config, recipe, history, architecture_text)
+    (args.zoo / f"{name}.md").write_text(card)
+    print(history)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("checkpoint", type=Path, help="a student checkpoint, or a zoo .onnx graph")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fixations"))
     parser.add_argument("--zoo", type=Path, default=Path("models/zoo"))
     parser.add_argument("--reports", type=Path, default=Path("models/reports"))
+    parser.add_argument(
+        "--name", help="rung to ship as: fast, default, large (default: the checkpoint's)"
+    )
     parser.add_argument("--version", help="version to ship as (default: the checkpoint's)")
     parser.add_argument(
         "--widen",
@@ -158,10 +225,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.checkpoint.suffix == ".onnx":
+        ship_graph(args.checkpoint, args)
+        return
     model = export.load(args.checkpoint)
-    if args.version:  # a new training run of the same model ships under a new version
+    if args.version or args.name:  # a new training run ships under a new version
         assert isinstance(model, student.Student)
-        model.config = replace(model.config, version=args.version)
+        old = model.config
+        model.config = replace(old, version=args.version or old.version, name=args.name or old.name)
     widened = 0  # what the card says the widths were rounded up to
     if isinstance(model, student.Student) and args.widen:
         model, widened = student.widen(model, args.widen).eval(), args.widen
@@ -173,11 +244,14 @@ def main(argv: list[str] | None = None) -> None:
     report = evaluate.evaluate(str(path), args.data)
     teacher = json.loads((args.reports / "teacher.json").read_text())["teacher"]
     vanilla = json.loads((args.zoo / "vanilla.json").read_text())
-    pruning = json.loads((args.reports / "pruning.json").read_text())
+    pruning = json.loads(args.pruning.read_text())
     config = dict(OnnxBackend(str(path)).session.get_modelmeta().custom_metadata_map)
-    history = comparison(report, teacher, vanilla, pruning, widened=widened)
+    curve_png = args.pruning.with_suffix(".png").name
+    history = comparison(
+        report, teacher, vanilla, pruning, DISTILLED[name], widened=widened, curve_png=curve_png
+    )
     (args.zoo / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    card = evaluate.model_card(report, config, RECIPE, history, architecture(model))
+    card = evaluate.model_card(report, config, RECIPES[name], history, architecture(model))
     (args.zoo / f"{name}.md").write_text(card)
     print(history)
 

@@ -19,7 +19,13 @@ from .errors import ModelError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "student"
+# The shipped ladder, cheapest first; users choose a rung by cost (the cards in the zoo,
+# models/zoo/*.md, give each one's crops, MACs and milliseconds).
+LADDER = ("fast", "default", "large")
+DEFAULT_MODEL = "default"
+# Names that keep working: `student` (student@5, the default before the ladder) is the same
+# network as `fast`, so a fleet sized for it keeps its cost; `teacher` is what `large` is.
+ALIASES = {"student": "fast", "teacher": "large"}
 
 
 @dataclass(frozen=True)
@@ -57,13 +63,17 @@ def shipped_models() -> list[str]:
 
 
 def resolve_model(name_or_path: str) -> Path:
-    """A shipped model's name ("vanilla") or a path to an .onnx file."""
+    """A shipped model's name ("default"), an alias of one ("student"), or a path to an .onnx
+    file."""
     if name_or_path.endswith(".onnx"):
         path = Path(name_or_path)
     else:
-        path = Path(str(resources.files("cropworker_models") / "zoo" / f"{name_or_path}.onnx"))
+        name = ALIASES.get(name_or_path, name_or_path)
+        path = Path(str(resources.files("cropworker_models") / "zoo" / f"{name}.onnx"))
     if not path.is_file():
-        raise ModelError(f"no model {name_or_path!r} (shipped: {', '.join(shipped_models())})")
+        shipped = ", ".join(shipped_models())
+        aliases = ", ".join(f"{a} = {n}" for a, n in ALIASES.items())
+        raise ModelError(f"no model {name_or_path!r} (shipped: {shipped}; aliases: {aliases})")
     return path
 
 

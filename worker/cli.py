@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--model",
         default=_env("MODEL", DEFAULT_MODEL),
-        help="shipped model name or .onnx path (env CROPWORKER_MODEL; default %(default)s)",
+        help="fast, default or large (the ladder, by cost), vanilla, or an .onnx path; student "
+        "is fast (env CROPWORKER_MODEL; default %(default)s)",
     )
     common.add_argument(
         "--threads",

@@ -11,7 +11,7 @@ from functools import partial
 import cv2
 from prometheus_client import CollectorRegistry
 
-from ..decode import decode_image
+from ..decode import decode_image, model_input_size
 from ..gpu.select import select_backend
 from ..pipeline import Cropper, CropResult
 from .events import UploadEvent
@@ -23,8 +23,11 @@ from .worker import Worker
 
 log = logging.getLogger(__name__)
 
-# Network input sizes of 4:3 landscape and portrait photos (long side 256), the common case.
-WARM_UP_SHAPES = [(256, 192), (192, 256)]
+
+def warm_up_shapes(long_side: int) -> list[tuple[int, int]]:
+    """Network input sizes (w, h) of 4:3 landscape and portrait photos, the common case, for a
+    model whose input has this long side (each rung of the ladder has its own)."""
+    return [model_input_size(4, 3, long_side), model_input_size(3, 4, long_side)]
 
 
 @dataclass
@@ -58,7 +61,7 @@ def build(
         extra=fields(backend=chosen.kind, gpu_decode=chosen.decoder is not None),
     )
     backend = chosen.backend
-    backend.warm_up(WARM_UP_SHAPES)
+    backend.warm_up(warm_up_shapes(backend.info.long_side))
     decoder = chosen.decoder
     if settings.decode_isolation:
         if decoder is None:

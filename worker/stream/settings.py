@@ -152,7 +152,10 @@ class Settings:
         default="", metadata=_meta("client private key (PEM file) for mutual TLS")
     )
     # Model and crops
-    model: str = field(default=DEFAULT_MODEL, metadata=_meta("shipped model name or .onnx path"))
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata=_meta("fast, default or large (by cost), vanilla, or an .onnx path"),
+    )
     threads: int = field(default=1, metadata=_meta("ONNX Runtime intra-op threads", int))
     backend: str = field(
         default="auto",
