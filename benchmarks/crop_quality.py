@@ -354,6 +354,88 @@ def plot(
     plt.close(fig)
 
 
+LADDER_ROWS = (
+    ("all aspects", lambda v: v["all_aspects"]["vs_best"]),
+    ("9:16", lambda v: v["aspects"]["9:16"]["vs_best"]),
+    ("off-centre subjects", lambda v: v["off_centre"]["vs_best"]),
+)
+
+
+def ladder_plot(summary: dict[str, Any], macs: dict[str, int], path: Path) -> None:
+    """The model ladder against the peers: share of the best box kept (all aspects, 9:16, the
+    off-centre crops; rows) against network MACs per 4:3 photo and against ms per image
+    (columns). Peers have no network cost: they are lines across the MACs panels, points on
+    the ms panels; the inter-observer bar is a dashed line on every panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ours = [m for m in summary if m in macs]
+    others = [m for m in summary if m not in macs and m != INTER_OBSERVER]
+    fig, axes = plt.subplots(len(LADDER_ROWS), 2, figsize=(11, 3.4 * len(LADDER_ROWS)))
+    colours = plt.get_cmap("tab10")
+    for row, (label, value) in enumerate(LADDER_ROWS):
+        by_cost, by_time = axes[row]
+        order = sorted(ours, key=lambda m: macs[m])
+        by_cost.plot(
+            [macs[m] / 1e6 for m in order], [value(summary[m]) for m in order], "-", color="0.7"
+        )
+        for m in ours:
+            for ax, x in ((by_cost, macs[m] / 1e6), (by_time, summary[m]["ms_per_image"])):
+                ax.scatter(x, value(summary[m]), s=45, color="tab:red", zorder=3)
+                ax.annotate(
+                    m.removeprefix("cropworker "),
+                    (x, value(summary[m])),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    fontsize=7,
+                )
+        for i, m in enumerate(others):
+            colour = colours(i % 10)
+            by_cost.axhline(value(summary[m]), color=colour, linewidth=1, alpha=0.8)
+            by_cost.annotate(
+                m,
+                (1.0, value(summary[m])),
+                xycoords=("axes fraction", "data"),
+                fontsize=6,
+                ha="right",
+                va="bottom",
+                color=colour,
+            )
+            if summary[m]["ms_per_image"] is not None:
+                by_time.scatter(summary[m]["ms_per_image"], value(summary[m]), s=30, color=colour)
+                by_time.annotate(
+                    m,
+                    (summary[m]["ms_per_image"], value(summary[m])),
+                    textcoords="offset points",
+                    xytext=(4, -8),
+                    fontsize=6,
+                    color=colour,
+                )
+        if INTER_OBSERVER in summary:
+            for ax in (by_cost, by_time):
+                ax.axhline(value(summary[INTER_OBSERVER]), color="k", linestyle="--", linewidth=1)
+            by_time.annotate(
+                "viewers split in half",
+                (0.01, value(summary[INTER_OBSERVER])),
+                xycoords=("axes fraction", "data"),
+                fontsize=7,
+                va="bottom",
+            )
+        by_cost.set_ylabel(f"kept / best box\n{label}")
+        for ax in (by_cost, by_time):
+            ax.set_xscale("log")
+            ax.grid(True, which="both", alpha=0.3)
+    axes[-1][0].set_xlabel("network multiply-accumulates per 4:3 photo (millions)")
+    axes[-1][1].set_xlabel("ms per image (decode + crop, 4 aspects; held-out images, 1 thread)")
+    axes[0][0].set_title("the model ladder by cost", fontsize=10)
+    axes[0][1].set_title("and by time, with the peers", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def per_image_csv(results: list[ImageResult], aspects: Sequence[str]) -> str:
     """One line per image and method: the share kept relative to the best box, per aspect."""
     lines = [",".join(["image", "method", *aspects])]
@@ -410,6 +492,7 @@ def main(argv: list[str] | None = None) -> None:
         "bad_crop_share": BAD_CROP_SHARE,
         "reference": reference,
         "methods": summary,
+        "macs": {m.name: m.macs for m in methods if isinstance(m, peers.Cropworker)},
         "not_run": missing,
         "haar_images_with_faces": haar[0].with_faces if haar else None,
     }
@@ -420,11 +503,13 @@ def main(argv: list[str] | None = None) -> None:
     contact_sheet(results, by_key, names, args.sheet_aspect, args.out / "crop_quality_sheet.png")
     bar = summary.get(INTER_OBSERVER, {}).get("all_aspects", {}).get("vs_best")
     plot(summary, speed, bar, args.out / "quality_vs_speed.png")
+    macs = {m.name: m.macs for m in methods if isinstance(m, peers.Cropworker) and m.macs}
+    ladder_plot(summary, macs, args.out / "ladder.png")
     if haar:
         print(f"Haar cascade found faces in {haar[0].with_faces} of {haar[0].images} images")
     print(
         f"\nwrote {args.out}/: crop_quality.json, crop_quality_per_image.csv, "
-        "crop_quality_sheet.png, quality_vs_speed.png"
+        "crop_quality_sheet.png, quality_vs_speed.png, ladder.png"
     )
 
 

@@ -103,6 +103,8 @@ class Cropworker:
     def __init__(self, model: str = DEFAULT_MODEL, threads: int = 1) -> None:
         self.backend = OnnxBackend(model, threads=threads)
         self.name = f"cropworker {self.backend.info.tag}"
+        meta = self.backend.session.get_modelmeta().custom_metadata_map
+        self.macs = int(meta["macs"]) if "macs" in meta else None  # per 4:3 photo, as served
 
     def crops(self, data: bytes, aspects: Sequence[str]) -> dict[str, Box]:
         return Cropper(self.backend, aspects).crop(data).crops

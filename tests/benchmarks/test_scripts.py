@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cropworker.backend import OnnxBackend
+from cropworker.backend import LADDER, OnnxBackend
 from tests.images import FIXATIONS
 
 from .conftest import load
@@ -43,6 +43,10 @@ def test_crop_quality_writes_report_sheet_and_plot(
     assert len(rows) == 1 + 3 * len(report["methods"])
     assert (tmp_path / "crop_quality_sheet.png").stat().st_size > 10_000
     assert (tmp_path / "quality_vs_speed.png").stat().st_size > 10_000
+    assert (tmp_path / "ladder.png").stat().st_size > 10_000
+    macs = report["macs"]  # every rung of the ladder ran, with its cost as served
+    for rung in LADDER:
+        assert macs[f"cropworker {OnnxBackend(rung).info.tag}"] > 0
     assert "inter-observer" in capsys.readouterr().out
 
 
