@@ -33,11 +33,36 @@ python -m cropworker_models.prune --student cache/s192/student-4700.pt --multipl
 python -m cropworker_models.distill --init cache/prune192d/student-NM.pt --blur 0.6 \\
     --steps 3000 --lr 3e-4 --out cache/s192/student5-final.pt  # N: prune.py's choice
 python -m cropworker_models.ship cache/s192/student5-final.pt --name fast --version 5""",
+    "default": """\
+python -m cropworker_models.teacher --data ../shared/data/fixations
+python -m cropworker_models.distill --steps 3000 --out cache/d/student-3000.pt  # --resume
+python -m cropworker_models.prune --student cache/d/student-3000.pt --multiple 1 \\
+    --fraction 0.015 --steps-between 12 --floor 55 --target 100 \\
+    --out-dir cache/d/prune --report cache/d/report  # models/reports/pruning-default.*
+python -m cropworker_models.distill --init cache/d/prune/student-NM.pt --widen 8 --steps 1500 \\
+    --lr 3e-4 --out cache/d/single-final.pt  # N: the largest point <= 100 M as shipped
+python -m cropworker_models.ship cache/d/single-final.pt --name default --version 1 \\
+    --pruning models/reports/pruning-default.json""",
 }
+# the default rung as a student beside fast in one graph (models/ensemble.py)
+DEFAULT_PAIR_RECIPE = """\
+python -m cropworker_models.teacher --data ../shared/data/fixations
+python -m cropworker_models.distill --steps 3000 --out cache/d/student-3000.pt  # --resume
+python -m cropworker_models.prune --student cache/d/student-3000.pt --multiple 1 \\
+    --fraction 0.015 --steps-between 12 --floor 55 --target 100 \\
+    --out-dir cache/d/prune --report cache/d/report  # models/reports/pruning-default.*
+python -m cropworker_models.distill --init cache/d/prune/student-NM.pt --widen 8 --steps 1500 \\
+    --lr 3e-4 --out cache/d/partner-final.pt  # N: the largest point <= 100 M - fast's MACs
+python -m cropworker_models.export cache/d/partner-final.pt cache/d/partner.onnx
+python -m cropworker_models.ensemble models/zoo/default.onnx models/zoo/fast.onnx \\
+    cache/d/partner.onnx --name default --version 1
+python -m cropworker_models.ship models/zoo/default.onnx"""
 DISTILLED = {
     "fast": "4,700 steps of 16 images in three cosine cycles of 500, 1,200 and 3,000 steps, about"
     " 16 passes, before pruning; 3,000 steps of fine-tuning, with the head's blur narrowed from"
     " 1.5 to 0.6 cells",
+    "default": "3,000 steps of 16 images in one cosine cycle, about 10 passes, before pruning;"
+    " 1,500 steps of fine-tuning after pruning, on widths rounded up to multiples of 8",
 }
 
 
@@ -145,6 +170,18 @@ short side keeping the aspect ratio (multiple of 32)."""
 # Rungs that are graphs built from other graphs (models/ensemble.py): what they are, how to make
 # them again.
 GRAPHS = {
+    "default": (
+        """Two students in one graph, their log-densities averaged (the normalised geometric mean
+of their densities): `fast` (student@5) and a second student distilled from the same teacher in
+another run, with a longer single distillation cycle, pruned less (to about twice fast's cost)
+and fine-tuned on widths rounded up to multiples of 8. Both are EfficientNet-Lite0's
+inverted-residual blocks, ImageNet-initialised, trained end to end; each reads out the ends of
+its stride-8, 16 and 32 stages by 1x1 convolutions, blurs (σ = 4.8 px), adds a learned centre
+log-prior and normalises. Different runs make different mistakes: on the dev split the pair keeps
+more of the best box than either alone (models/reports/README.md). Input: uint8 RGB with the long
+side 192 px and the short side keeping the aspect ratio (multiple of 32).""",
+        DEFAULT_PAIR_RECIPE,
+    ),
     "large": (
         """The teacher ensemble as one graph: saliency readouts (the vanilla recipe: 1x1
 convolutions, a blur, a learned centre log-prior, a softmax) over frozen EfficientNet-Lite0,
