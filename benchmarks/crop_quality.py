@@ -361,10 +361,12 @@ LADDER_ROWS = (
 )
 
 
-def ladder_plot(summary: dict[str, Any], macs: dict[str, int], path: Path) -> None:
+def ladder_plot(
+    summary: dict[str, Any], macs: dict[str, int], ladder: Sequence[str], path: Path
+) -> None:
     """The model ladder against the peers: share of the best box kept (all aspects, 9:16, the
     off-centre crops; rows) against network MACs per 4:3 photo and against ms per image
-    (columns). Peers have no network cost: they are lines across the MACs panels, points on
+    (columns); a line joins the rungs of the `ladder`. Peers have no network cost: they are lines across the MACs panels, points on
     the ms panels; the inter-observer bar is a dashed line on every panel."""
     import matplotlib
 
@@ -377,7 +379,7 @@ def ladder_plot(summary: dict[str, Any], macs: dict[str, int], path: Path) -> No
     colours = plt.get_cmap("tab10")
     for row, (label, value) in enumerate(LADDER_ROWS):
         by_cost, by_time = axes[row]
-        order = sorted(ours, key=lambda m: macs[m])
+        order = sorted((m for m in ours if m in ladder), key=lambda m: macs[m])
         by_cost.plot(
             [macs[m] / 1e6 for m in order], [value(summary[m]) for m in order], "-", color="0.7"
         )
@@ -504,7 +506,8 @@ def main(argv: list[str] | None = None) -> None:
     bar = summary.get(INTER_OBSERVER, {}).get("all_aspects", {}).get("vs_best")
     plot(summary, speed, bar, args.out / "quality_vs_speed.png")
     macs = {m.name: m.macs for m in methods if isinstance(m, peers.Cropworker) and m.macs}
-    ladder_plot(summary, macs, args.out / "ladder.png")
+    rungs = [m.name for m in methods if isinstance(m, peers.Cropworker) and m.rung]
+    ladder_plot(summary, macs, rungs, args.out / "ladder.png")
     if haar:
         print(f"Haar cascade found faces in {haar[0].with_faces} of {haar[0].images} images")
     print(

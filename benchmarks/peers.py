@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from cropworker import crop
-from cropworker.backend import DEFAULT_MODEL, OnnxBackend
+from cropworker.backend import DEFAULT_MODEL, LADDER, OnnxBackend
 from cropworker.pipeline import Cropper
 from cropworker.probe import probe
 
@@ -105,6 +105,7 @@ class Cropworker:
         self.name = f"cropworker {self.backend.info.tag}"
         meta = self.backend.session.get_modelmeta().custom_metadata_map
         self.macs = int(meta["macs"]) if "macs" in meta else None  # per 4:3 photo, as served
+        self.rung = self.backend.info.name in LADDER
 
     def crops(self, data: bytes, aspects: Sequence[str]) -> dict[str, Box]:
         return Cropper(self.backend, aspects).crop(data).crops
