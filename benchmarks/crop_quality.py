@@ -366,8 +366,9 @@ def ladder_plot(
 ) -> None:
     """The model ladder against the peers: share of the best box kept (all aspects, 9:16, the
     off-centre crops; rows) against network MACs per 4:3 photo and against ms per image
-    (columns); a line joins the rungs of the `ladder`. Peers have no network cost: they are lines across the MACs panels, points on
-    the ms panels; the inter-observer bar is a dashed line on every panel."""
+    (columns); a line joins the rungs of the `ladder`. Peers have no network cost: they are
+    lines across the MACs panels, points on the ms panels; the inter-observer bar is a dashed
+    line on every panel."""
     import matplotlib
 
     matplotlib.use("Agg")
