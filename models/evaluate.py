@@ -217,8 +217,8 @@ less than half of what the best box keeps.
 - Trained on ~1,450 photos, mostly 4:3 landscape scenes; portrait and panoramic photos are
   handled (the input keeps the aspect ratio and the prior is in normalised coordinates) but are
   rare in the training data.
-- The backbone is frozen ImageNet features: no face or text detector, so small faces in wide
-  scenes can be under-weighted.
+- Features from ImageNet and ~1,450 photos' fixations only: no face or text detector, so small
+  faces in wide scenes can be under-weighted.
 """
 
 
