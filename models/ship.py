@@ -173,23 +173,25 @@ GRAPHS = {
     "default": (
         """Two students in one graph, their log-densities averaged (the normalised geometric mean
 of their densities): `fast` (student@5) and a second student distilled from the same teacher in
-another run (one cosine cycle of 3,000 steps with the narrow blur from the start), pruned less
-(to 58 M MACs, about twice fast's cost) and fine-tuned on widths rounded up to multiples of 8. Both are EfficientNet-Lite0's
-inverted-residual blocks, ImageNet-initialised, trained end to end; each reads out the ends of
-its stride-8, 16 and 32 stages by 1x1 convolutions, blurs (σ = 4.8 px), adds a learned centre
-log-prior and normalises. Different runs make different mistakes: on the dev split the pair keeps
-more of the best box than either alone (models/reports/README.md). Input: uint8 RGB with the long
-side 192 px and the short side keeping the aspect ratio (multiple of 32).""",
+another run (one cosine cycle of 3,000 steps with the narrow blur from the start), pruned less (to
+58 M MACs, about twice fast's cost) and fine-tuned on widths rounded up to multiples of 8. Both
+are EfficientNet-Lite0's inverted-residual blocks, ImageNet-initialised, trained end to end; each
+reads out the ends of its stride-8, 16 and 32 stages by 1x1 convolutions, blurs (σ = 4.8 px), adds
+a learned centre log-prior and normalises. Different runs make different mistakes: on the dev
+split the pair keeps more of the best box than either alone (models/reports/README.md). Input:
+uint8 RGB with the long side 192 px and the short side keeping the aspect ratio (multiple of
+32).""",
         DEFAULT_PAIR_RECIPE,
     ),
     "large": (
-        """The teacher ensemble as one graph: saliency readouts (the vanilla recipe: 1x1
-convolutions, a blur, a learned centre log-prior, a softmax) over frozen EfficientNet-Lite0,
-Lite1 and Lite2 ImageNet features at a 320 px long side, each trained on the human fixations;
-their densities averaged (a mixture). The readouts tap the ends of the stride-8, stride-16 and
-the last two stride-32 stages. Weights are stored as float16 (half the file; the arithmetic is
-float32), which moves log-densities by at most ~0.01 and no crop measured here. Input: uint8 RGB
-with the long side 320 px and the short side keeping the aspect ratio (multiple of 32).""",
+        """The teacher ensemble as one graph: saliency
+readouts (the vanilla recipe: 1x1 convolutions, a blur, a learned centre log-prior, a softmax)
+over frozen EfficientNet-Lite0, Lite1 and Lite2 ImageNet features at a 320 px long side, each
+trained on the human fixations; their densities averaged (a mixture). The readouts tap the ends of
+the stride-8, stride-16 and the last two stride-32 stages. Weights are stored as float16 (half the
+file; the arithmetic is float32), which moves log-densities by at most ~0.01 and no crop measured
+here. Input: uint8 RGB with the long side 320 px and the short side keeping the aspect ratio
+(multiple of 32).""",
         "\n".join(
             [
                 "python -m cropworker_models.teacher --data ../shared/data/fixations",
