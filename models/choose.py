@@ -31,8 +31,6 @@ from cropworker.decode import decode_image
 
 from . import data, evaluate, metrics
 
-log = logging.getLogger(__name__)
-
 OFF_CENTRE = 0.8  # as benchmarks/crop_quality.py: the centre keeps less than this of the best
 BOOTSTRAP = 2000
 ASPECTS = {a: crop.parse_aspect(a) for a in crop.DEFAULT_ASPECTS}

@@ -20,6 +20,7 @@ from . import evaluate, export, net, student
 log = logging.getLogger(__name__)
 
 # How each student rung was made (cropworker_models.distill, prune); say it again when re-run.
+# (The default rung is a graph of two students: GRAPHS below.)
 RECIPES = {
     "fast": """\
 python -m cropworker_models.teacher --data ../shared/data/fixations
@@ -33,16 +34,6 @@ python -m cropworker_models.prune --student cache/s192/student-4700.pt --multipl
 python -m cropworker_models.distill --init cache/prune192d/student-NM.pt --blur 0.6 \\
     --steps 3000 --lr 3e-4 --out cache/s192/student5-final.pt  # N: prune.py's choice
 python -m cropworker_models.ship cache/s192/student5-final.pt --name fast --version 5""",
-    "default": """\
-python -m cropworker_models.teacher --data ../shared/data/fixations
-python -m cropworker_models.distill --steps 3000 --out cache/d/student-3000.pt  # --resume
-python -m cropworker_models.prune --student cache/d/student-3000.pt --multiple 1 \\
-    --fraction 0.015 --steps-between 12 --floor 55 --target 100 \\
-    --out-dir cache/d/prune --report cache/d/report  # models/reports/pruning-default.*
-python -m cropworker_models.distill --init cache/d/prune/student-NM.pt --widen 8 --steps 1500 \\
-    --lr 3e-4 --out cache/d/single-final.pt  # N: the largest point <= 100 M as shipped
-python -m cropworker_models.ship cache/d/single-final.pt --name default --version 1 \\
-    --pruning models/reports/pruning-default.json""",
 }
 # the default rung as a student beside fast in one graph (models/ensemble.py)
 DEFAULT_PAIR_RECIPE = """\
@@ -61,8 +52,6 @@ DISTILLED = {
     "fast": "4,700 steps of 16 images in three cosine cycles of 500, 1,200 and 3,000 steps, about"
     " 16 passes, before pruning; 3,000 steps of fine-tuning, with the head's blur narrowed from"
     " 1.5 to 0.6 cells",
-    "default": "3,000 steps of 16 images in one cosine cycle, about 10 passes, before pruning;"
-    " 1,500 steps of fine-tuning after pruning, on widths rounded up to multiples of 8",
 }
 
 
