@@ -189,7 +189,7 @@ def test_probes_ask_the_worker_what_they_mean(
     )
     health.running = health.joined = True
     assert probe("readinessProbe") == 200
-    health.live = False
+    health.threads_ok = False
     assert probe("livenessProbe") == 503
 
 

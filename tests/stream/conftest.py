@@ -146,7 +146,7 @@ def start_worker(backend: OnnxBackend) -> Iterator[Callable[..., RunningWorker]]
 
     def start(settings: Settings, cropper: Cropper | None = None, **kwargs: Any) -> RunningWorker:
         registry = CollectorRegistry()
-        health = Health()
+        health = Health(loop_timeout_s=settings.loop_timeout_s)
         cropper = cropper or Cropper(
             backend, aspects=settings.aspects, limits=settings.limits, max_batch=settings.max_batch
         )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -89,3 +90,37 @@ def test_json_logs_carry_their_fields() -> None:
     assert line["message"] == "dead letter x" and line["level"] == "warning"
     assert line["partition"] == 3 and line["error_type"] == "corrupt"
     assert line["logger"] == "cropworker.x" and line["time"].endswith("+00:00")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_liveness_follows_the_loop_heartbeat_and_the_decode_threads() -> None:
+    clock = FakeClock()
+    health = Health(loop_timeout_s=30, clock=clock)
+    registry = CollectorRegistry()
+    WorkerMetrics(registry).watch(health)
+    clock.now = 1000.0  # loading a model takes what it takes: not watched before the loop runs
+    assert health.live and health.describe()["loop_age_s"] is None
+    health.beat()
+    health.running = health.joined = True
+    assert health.ready and registry.get_sample_value("cropworker_ready") == 1
+    clock.now += 30
+    assert health.live
+    clock.now += 0.5  # the loop has not turned for longer than loop_timeout_s
+    assert not health.live and not health.ready
+    assert registry.get_sample_value("cropworker_ready") == 0
+    beat = registry.get_sample_value("cropworker_loop_heartbeat_timestamp_seconds")
+    assert beat is not None and abs(time.time() - 30.5 - beat) < 1
+    health.beat()
+    assert health.live
+    health.threads_ok = False
+    assert not health.live
+    health.threads_ok, health.running = True, False  # stopped: no loop to watch
+    clock.now += 1000
+    assert health.live and not health.ready

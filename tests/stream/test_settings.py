@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,12 @@ def test_inconsistent_values_are_rejected() -> None:
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(SettingsError, match="prepare_timeout_s"):
             Settings(prepare_timeout_s=bad)
+    with pytest.raises(SettingsError, match="loop_timeout_s"):
+        Settings(shutdown_timeout_s=30, loop_timeout_s=30)  # a drain would look like a hang
+    with pytest.raises(SettingsError, match="assignor"):
+        Settings(assignor="sticky")
+    with pytest.raises(SettingsError, match="offset_reset"):
+        Settings(offset_reset="none")
 
 
 def test_the_password_is_never_shown(caplog: pytest.LogCaptureFixture) -> None:
@@ -88,3 +96,26 @@ def test_kafka_configs_store_offsets_only_by_hand() -> None:
     assert producer["enable.idempotence"] is True and producer["acks"] == "all"
     assert "sasl.password" not in consumer
     assert consumer["receive.message.max.bytes"] > consumer["fetch.max.bytes"]
+
+
+def test_client_id_tells_pods_and_processes_apart() -> None:
+    """In a container every worker is PID 1: the host name (the pod's name) is in the default,
+    and the chart's (or anyone's) CROPWORKER_CLIENT_ID wins."""
+    settings = Settings()
+    default = settings.consumer_config()["client.id"]
+    assert default == f"cropworker-{socket.gethostname()}-{os.getpid()}"
+    assert settings.producer_config()["client.id"] == default
+    named = Settings.from_env({"CROPWORKER_CLIENT_ID": "cropworker-web-7f9c-x2"})
+    assert named.consumer_config()["client.id"] == "cropworker-web-7f9c-x2"
+    assert named.producer_config()["client.id"] == "cropworker-web-7f9c-x2"
+
+
+def test_group_settings_reach_the_consumer() -> None:
+    consumer = Settings().consumer_config()
+    assert consumer["partition.assignment.strategy"] == "cooperative-sticky"
+    assert consumer["auto.offset.reset"] == "earliest"  # nothing produced before a commit skipped
+    changed = Settings.from_env(
+        {"CROPWORKER_ASSIGNOR": "range", "CROPWORKER_OFFSET_RESET": "latest"}
+    ).consumer_config()
+    assert changed["partition.assignment.strategy"] == "range"
+    assert changed["auto.offset.reset"] == "latest"

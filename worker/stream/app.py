@@ -77,7 +77,7 @@ def build(
         decoder=decoder,
     )
     registry = CollectorRegistry()
-    health = Health()
+    health = Health(loop_timeout_s=settings.loop_timeout_s)
     metrics = WorkerMetrics(registry, model=backend.info.tag)
     server = MetricsServer(registry, health, settings.metrics_host, settings.metrics_port)
     worker = Worker(settings, cropper, metrics, health=health, on_result=on_result)

@@ -13,7 +13,9 @@ import json
 import logging
 import platform
 import threading
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import metadata
 from typing import Any
@@ -79,6 +81,21 @@ class WorkerMetrics:
             "1 while input partitions are paused for backpressure",
             registry=registry,
         )
+        self.assigned = Gauge(
+            "cropworker_partitions_assigned",
+            "Input partitions this worker owns (0 before the group assigns any, and after a loss)",
+            registry=registry,
+        )
+        self.ready = Gauge(
+            "cropworker_ready",
+            "1 while /readyz answers 200 (live, running, in the group, a broker up), else 0",
+            registry=registry,
+        )
+        self.heartbeat = Gauge(
+            "cropworker_loop_heartbeat_timestamp_seconds",
+            "Unix time of the consume/infer loop's last turn (0 before it starts)",
+            registry=registry,
+        )
         self.lag = Gauge(
             "cropworker_consumer_lag",
             "Messages behind the high watermark, per assigned partition (librdkafka statistics)",
@@ -97,6 +114,11 @@ class WorkerMetrics:
         )
         if model:
             self.model.labels(model).set(1)
+
+    def watch(self, health: Health) -> None:
+        """Read readiness and the loop's heartbeat from `health` at every scrape."""
+        self.ready.set_function(lambda: 1.0 if health.ready else 0.0)
+        self.heartbeat.set_function(health.heartbeat_unix)
 
     def record_statistics(self, stats: dict[str, Any]) -> None:
         """Update lag gauges from a librdkafka statistics document (parsed `stats_cb` JSON)."""
@@ -140,20 +162,51 @@ def _librdkafka() -> str:
 
 @dataclass
 class Health:
-    """What /healthz and /readyz answer. The worker sets these from its loop."""
+    """What /healthz and /readyz answer. The worker sets these from its loop.
 
-    live: bool = True
+    Live: fewer decode threads stuck than the pool has, and the consume/infer loop has turned
+    within `loop_timeout_s` (a hung poll, inference or publish fails it; the loop is not watched
+    before it starts, while the model loads). Ready: live, running, holding an assignment from
+    the group (possibly empty: more workers than partitions), and a broker up.
+    """
+
+    threads_ok: bool = True  # fewer decode threads stuck than the pool has
     running: bool = False  # the consumer loop is polling
-    joined: bool = False  # the group gave this member an assignment (possibly empty)
+    joined: bool = False  # the group gave this member an assignment; reset when it is lost
     broker_up: bool = True
+    loop_timeout_s: float = 60.0
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    last_turn: float | None = None  # clock() at the loop's last turn; None before it starts
+
+    def beat(self) -> None:
+        self.last_turn = self.clock()
+
+    def loop_age(self) -> float | None:
+        """Seconds since the loop last turned, while it runs; else None."""
+        if not self.running or self.last_turn is None:
+            return None
+        return self.clock() - self.last_turn
+
+    def heartbeat_unix(self) -> float:
+        if self.last_turn is None:
+            return 0.0
+        return time.time() - (self.clock() - self.last_turn)
+
+    @property
+    def live(self) -> bool:
+        age = self.loop_age()
+        return self.threads_ok and (age is None or age <= self.loop_timeout_s)
 
     @property
     def ready(self) -> bool:
         return self.live and self.running and self.joined and self.broker_up
 
-    def describe(self) -> dict[str, bool]:
+    def describe(self) -> dict[str, bool | float | None]:
+        age = self.loop_age()
         return {
             "live": self.live,
+            "threads_ok": self.threads_ok,
+            "loop_age_s": None if age is None else round(age, 3),
             "running": self.running,
             "joined": self.joined,
             "broker_up": self.broker_up,

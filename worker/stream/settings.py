@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ _DEFAULT_LIMITS = DecodeLimits()
 # Against the embedded broker the first group join takes about half the session timeout
 # (NOTES.md); 6 s keeps that at 3 s. Production Kafka keeps the client default.
 EMBEDDED_SESSION_TIMEOUT_MS = 6_000
+ASSIGNORS = ("cooperative-sticky", "range", "roundrobin")
+OFFSET_RESETS = ("earliest", "latest")
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,27 @@ class Settings:
     )
     dead_letter_topic: str = field(
         default="uploads.dead-letter", metadata=_meta("topic for rejected events")
+    )
+    client_id: str = field(
+        default="",
+        metadata=_meta(
+            "Kafka client.id, how brokers (quotas, logs) tell workers apart"
+            " (empty: cropworker-HOSTNAME-PID; the chart passes the pod name)"
+        ),
+    )
+    # Cooperative rebalancing moves only the partitions that change owner; the eager assignors
+    # (range, roundrobin) stop the whole group at every scale step. A running group switches
+    # with two rolling restarts (deploy/README.md): members must share one protocol.
+    assignor: str = field(
+        default="cooperative-sticky",
+        metadata=_meta("partition assignor: cooperative-sticky, range or roundrobin"),
+    )
+    # earliest: a group without a committed offset (new, or expired) starts at the oldest
+    # retained upload, so none produced before the first commit is skipped; it may replay the
+    # retention. latest skips what was produced before. KEDA's offsetResetPolicy follows it.
+    offset_reset: str = field(
+        default="earliest",
+        metadata=_meta("where a partition without a committed offset starts: earliest or latest"),
     )
     session_timeout_ms: int = field(
         default=45_000, metadata=_meta("consumer group session timeout", int)
@@ -228,6 +252,13 @@ class Settings:
             float,
         ),
     )
+    # Above shutdown_timeout_s: draining at revocation or SIGTERM is the longest legitimate gap.
+    loop_timeout_s: float = field(
+        default=60.0,
+        metadata=_meta(
+            "/healthz fails when the consume/infer loop has not turned for this long", float
+        ),
+    )
     # Fetching references
     file_root: Path | None = field(
         default=None, metadata=_meta("directory file:// references may read", _optional_path)
@@ -295,6 +326,17 @@ class Settings:
             raise SettingsError(f"backend must be one of {BACKEND_CHOICES}, got {self.backend!r}")
         if self.backend == "tensorrt" and self.engine is None:
             raise SettingsError("backend tensorrt needs an engine (--engine, CROPWORKER_ENGINE)")
+        if not self.loop_timeout_s > self.shutdown_timeout_s:
+            raise SettingsError(
+                f"loop_timeout_s ({self.loop_timeout_s:g}) must exceed shutdown_timeout_s"
+                f" ({self.shutdown_timeout_s:g}): a drain must not look like a hung loop"
+            )
+        if self.assignor not in ASSIGNORS:
+            raise SettingsError(f"assignor must be one of {ASSIGNORS}, got {self.assignor!r}")
+        if self.offset_reset not in OFFSET_RESETS:
+            raise SettingsError(
+                f"offset_reset must be one of {OFFSET_RESETS}, got {self.offset_reset!r}"
+            )
         if self.log_format not in {"json", "text"}:
             raise SettingsError(f"log_format must be json or text, got {self.log_format!r}")
 
@@ -315,6 +357,12 @@ class Settings:
     def describe(self) -> dict[str, str]:
         """Every setting as text, secrets masked: safe to log."""
         return {f.name: _show(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @property
+    def kafka_client_id(self) -> str:
+        """`client_id`, else one per host and process: in a container the worker is PID 1, so
+        the host name (the pod name) is what tells pods apart."""
+        return self.client_id or f"cropworker-{socket.gethostname()}-{os.getpid()}"
 
     def _common_kafka(self) -> dict[str, Any]:
         conf: dict[str, Any] = {
@@ -339,10 +387,11 @@ class Settings:
         return {
             **self._common_kafka(),
             "group.id": self.group_id,
-            "client.id": f"cropworker-{os.getpid()}",
+            "client.id": self.kafka_client_id,
+            "partition.assignment.strategy": self.assignor,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
+            "auto.offset.reset": self.offset_reset,
             "session.timeout.ms": self.session_timeout_ms,
             "max.poll.interval.ms": self.max_poll_interval_ms,
             # the Kafka guidance: heartbeat at most a third of the session timeout
@@ -360,7 +409,7 @@ class Settings:
         """librdkafka producer settings: idempotent, acknowledged by all in-sync replicas."""
         return {
             **self._common_kafka(),
-            "client.id": f"cropworker-{os.getpid()}",
+            "client.id": self.kafka_client_id,
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 2,

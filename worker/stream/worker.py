@@ -83,7 +83,8 @@ class Worker:
         self.settings = settings
         self.cropper = cropper
         self.metrics = metrics
-        self.health = health or Health()
+        self.health = health or Health(loop_timeout_s=settings.loop_timeout_s, clock=clock)
+        self.metrics.watch(self.health)
         self.fetcher = fetcher or Fetcher(FetchPolicy.from_settings(settings))
         self._consumer_factory = consumer_factory
         self._producer_factory = producer_factory
@@ -107,6 +108,7 @@ class Worker:
         self._deadline: float | None = None  # set at stop(): bounds every drain that follows
         self._fatal: BrokerError | None = None
         self._consumer: Consumer | None = None
+        self._assigned: set[PartitionKey] = set()
 
     def stop(self) -> None:
         """Ask the loop to drain and exit (safe from a signal handler or another thread)."""
@@ -127,6 +129,7 @@ class Worker:
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
             )
+            self.health.beat()
             self.health.running = True
             log.info("worker running", extra=fields(settings=s.describe()))
             while not self._stop.is_set():
@@ -147,6 +150,7 @@ class Worker:
     def _step(self, pool: DecodePool) -> None:
         consumer = self._consumer
         assert consumer is not None
+        self.health.beat()
         for message in consumer.consume(self._room(), self._wait_time()):
             self._accept(message, pool)
         if self._fatal is not None:
@@ -252,7 +256,7 @@ class Worker:
             self._dead_letter(letter)
         stuck = self._pool.stuck
         self.metrics.stuck_threads.set(stuck)
-        self.health.live = stuck < self.settings.decode_threads
+        self.health.threads_ok = stuck < self.settings.decode_threads
 
     def _run_batch(self, batch: Batch[tuple[int, ...], Job]) -> None:
         self.metrics.batch_size.observe(len(batch.items))
@@ -379,6 +383,7 @@ class Worker:
     def _drain(self, deadline: float) -> None:
         """Finish everything in the worker (decode, infer, publish) before `deadline`."""
         while self._pending and (left := deadline - self._clock()) > 0:
+            self.health.beat()  # draining is bounded by `deadline`: not a hung loop
             concurrent.futures.wait(
                 set(self._pending), min(left, 0.05), concurrent.futures.FIRST_COMPLETED
             )
@@ -393,9 +398,14 @@ class Worker:
                 extra=fields(unacknowledged=self._publisher.unacknowledged),
             )
 
+    # With the cooperative assignor these callbacks get only the partitions that change owner
+    # (incremental); with an eager one, the whole assignment each time.
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions assigned", extra=fields(partitions=_names(partitions)))
         self.health.joined = True
+        self._assigned |= {(p.topic, p.partition) for p in partitions}
+        self.metrics.assigned.set(len(self._assigned))
         self._paused = False  # new assignments fetch; the next step re-applies backpressure
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -409,10 +419,13 @@ class Worker:
         log.warning(
             "partitions lost; dropping their work", extra=fields(partitions=_names(partitions))
         )
+        self.health.joined = False  # out of the group until it assigns again
         self._forget([(p.topic, p.partition) for p in partitions])
 
     def _forget(self, keys: list[PartitionKey]) -> None:
         gone = set(keys)
+        self._assigned -= gone
+        self.metrics.assigned.set(len(self._assigned))
         for job in self._batcher.remove(lambda job: job.ticket.key in gone):
             self._finish(job)
         self._tracker.drop(keys)
