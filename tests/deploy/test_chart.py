@@ -30,7 +30,7 @@ CHART_MANAGED = {
     "brokers", "group_id", "input_topic", "output_topic", "dead_letter_topic",
     "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password",
     "ssl_ca_location", "ssl_certificate_location", "ssl_key_location",
-    "metrics_host", "metrics_port",
+    "metrics_host", "metrics_port", "client_id",
 }  # fmt: skip
 BASE_KINDS = ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service"]
 EXPECTED_KINDS = {
@@ -240,7 +240,12 @@ def test_kubernetes_waits_for_the_drain_before_killing(scenario: tuple[str, Rend
 
 
 def test_grace_period_follows_the_shutdown_timeout(render: Any) -> None:
-    out = render({"config": {"shutdownTimeoutS": 90.5}, "terminationGraceMarginSeconds": 20})
+    out = render(
+        {
+            "config": {"shutdownTimeoutS": 90.5, "loopTimeoutS": 120},
+            "terminationGraceMarginSeconds": 20,
+        }
+    )
     assert pod_spec(out)["terminationGracePeriodSeconds"] == 111  # ceil(90.5) + 20
 
 
@@ -267,11 +272,44 @@ def test_the_scaled_object_reads_the_lag_of_the_workers_group(
     assert meta["bootstrapServers"] == env["CROPWORKER_BROKERS"]
     assert meta["consumerGroup"] == env["CROPWORKER_GROUP_ID"]
     assert meta["topic"] == env["CROPWORKER_INPUT_TOPIC"]
-    assert meta["offsetResetPolicy"] == Settings().consumer_config()["auto.offset.reset"]
+    worker_reset = Settings.from_env(env).consumer_config()["auto.offset.reset"]
+    assert meta["offsetResetPolicy"] == worker_reset  # KEDA counts the lag the workers see
+    assert meta["limitToPartitionsWithLag"] == "true" and meta["allowIdleConsumers"] == "false"
     assert int(meta["lagThreshold"]) > 0 and int(meta["activationLagThreshold"]) >= 0
     assert all(isinstance(v, str) for v in meta.values())  # KEDA metadata is string-valued
     partitions = values.get("kafka", {}).get("partitions", chart_defaults()["kafka"]["partitions"])
     assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= partitions
+    assert spec["minReplicaCount"] <= spec["fallback"]["replicas"] <= spec["maxReplicaCount"]
+
+
+def test_scaling_is_calm(render: Any) -> None:
+    """Each scale step is a rebalance: the HPA may add a bounded number of workers per period
+    once the demand has held (never its default 4 pods or 100% per 15 s), and remove one at a
+    time after a long window."""
+    behavior = render().one("ScaledObject")["spec"]["advanced"]["horizontalPodAutoscalerConfig"][
+        "behavior"
+    ]
+    up, down = behavior["scaleUp"], behavior["scaleDown"]
+    assert up["selectPolicy"] == "Min" and up["stabilizationWindowSeconds"] >= 30
+    assert up["policies"] == [{"type": "Pods", "value": 2, "periodSeconds": 60}]
+    assert down["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 60}]
+    assert down["stabilizationWindowSeconds"] >= 300
+    latest = render({"config": {"offsetReset": "latest"}})
+    (trigger,) = latest.one("ScaledObject")["spec"]["triggers"]
+    assert trigger["metadata"]["offsetResetPolicy"] == "latest"
+    assert latest.one("ConfigMap")["data"]["CROPWORKER_OFFSET_RESET"] == "latest"
+
+
+def test_each_pod_has_its_own_client_id(render: Any) -> None:
+    env = {v["name"]: v for v in worker(render())["env"]}
+    source = env["CROPWORKER_CLIENT_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert source == "metadata.name"  # the pod's name, unique in its namespace
+
+
+def test_memory_is_not_overcommitted(scenario: tuple[str, Rendered]) -> None:
+    _, out = scenario
+    resources = worker(out)["resources"]
+    assert resources["requests"]["memory"] == resources["limits"]["memory"]
 
 
 def test_more_workers_than_partitions_fails_the_render(helm: Any, render: Any) -> None:
@@ -298,6 +336,10 @@ def test_more_workers_than_partitions_fails_the_render(helm: Any, render: Any) -
             "needs kafka.sasl.existingSecret",
         ),
         ({"kafka": {"tls": {"existingSecret": "ca"}}}, "must be ssl or sasl_ssl"),
+        ({"keda": {"fallback": {"replicas": 13}}}, "keda.fallback.replicas (13) must lie"),
+        ({"config": {"engine": "/e/x.plan"}}, "set gpu.product to the GPU model"),
+        ({"config": {"loopTimeoutS": 20}}, "loopTimeoutS must exceed"),
+        ({"config": {"assignor": "sticky"}}, "assignor"),
         (
             {"kafka": {"securityProtocol": "ssl", "tls": {"existingSecret": "t", "certKey": "c"}}},
             "go together",
@@ -346,6 +388,16 @@ def test_gpu_scenario_requests_a_gpu_and_runs_the_gpu_image(render: Any) -> None
     assert pod_spec(gpu)["runtimeClassName"] == "nvidia"
     assert worker(gpu)["image"] == "cropworker:0.1.0-gpu"
     assert pod_spec(gpu)["tolerations"][0]["key"] == "nvidia.com/gpu"
+    # the engine runs only on the GPU model it was built for: the pods are pinned to it
+    product = scenario_values("gpu")["gpu"]["product"]
+    assert pod_spec(gpu)["nodeSelector"]["nvidia.com/gpu.product"] == product
+    # every pod mounts the engine volume at once: read-only
+    (engines,) = [v for v in pod_spec(gpu)["volumes"] if v["name"] == "engines"]
+    assert engines["persistentVolumeClaim"]["readOnly"] is True
+    # `helm test` needs no GPU: the CPU image, on any node
+    (test_pod,) = gpu.test_pods()
+    assert test_pod["spec"]["containers"][0]["image"] == "cropworker:0.1.0-cpu"
+    assert "nodeSelector" not in test_pod["spec"] and "tolerations" not in test_pod["spec"]
     for name in ("default", "cpu"):
         cpu = render(scenario_values(name))
         assert "nvidia.com/gpu" not in json.dumps(worker(cpu)["resources"])
@@ -408,6 +460,27 @@ def test_network_policy_opens_only_metrics_dns_and_kafka(render: Any) -> None:
     ), "helm test must reach the metrics port"
     egress_ports = sorted(p["port"] for rule in spec["egress"] for p in rule["ports"])
     assert egress_ports == [53, 53, 9093]
+
+
+def test_network_policy_lets_allowed_fetches_out(render: Any) -> None:
+    """With `httpAllowedHosts`, the policy must not silently block every https upload."""
+    hosts = {
+        "config": {"httpAllowedHosts": ["img.example.com"]},
+        "networkPolicy": {"enabled": True},
+    }
+    spec = render(hosts).one("NetworkPolicy")["spec"]
+    (http,) = [r for r in spec["egress"] if {"port": 443, "protocol": "TCP"} in r["ports"]]
+    assert "to" not in http  # any address: the worker enforces the hosts itself
+    cdn = [{"ipBlock": {"cidr": "203.0.113.0/24"}}]
+    narrowed = render({**hosts, "networkPolicy": {"enabled": True, "httpTo": cdn}})
+    (http,) = [
+        r
+        for r in narrowed.one("NetworkPolicy")["spec"]["egress"]
+        if {"port": 443, "protocol": "TCP"} in r["ports"]
+    ]
+    assert http["to"] == cdn
+    closed = render({"networkPolicy": {"enabled": True}}).one("NetworkPolicy")["spec"]["egress"]
+    assert not [r for r in closed if {"port": 443, "protocol": "TCP"} in r["ports"]]
 
 
 def test_service_monitor_scrapes_the_metrics_path(render: Any) -> None:

@@ -55,6 +55,21 @@ app.kubernetes.io/component: worker
 {{- end }}
 {{- end }}
 
+{{/* The worker image of the CPU variant: what the `helm test` pod runs, on any node. */}}
+{{- define "cropworker.cpuImage" -}}
+{{- $tag := default (printf "%s-cpu" .Chart.AppVersion) .Values.image.tag | replace "-gpu" "-cpu" }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+
+{{/* nodeSelector plus, for a TensorRT engine, the GPU model it was built for. */}}
+{{- define "cropworker.nodeSelector" -}}
+{{- $selector := deepCopy .Values.nodeSelector }}
+{{- if and .Values.gpu.enabled .Values.gpu.product }}
+{{- $_ := set $selector "nvidia.com/gpu.product" .Values.gpu.product }}
+{{- end }}
+{{- toYaml $selector }}
+{{- end }}
+
 {{- define "cropworker.kafkaTls" -}}
 {{- has .Values.kafka.securityProtocol (list "ssl" "sasl_ssl") }}
 {{- end }}
@@ -96,6 +111,15 @@ app.kubernetes.io/component: worker
 {{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.service.enabled" }}
+{{- end }}
+{{- if and .Values.keda.enabled (or (gt (int .Values.keda.fallback.replicas) (int .Values.keda.maxReplicaCount)) (lt (int .Values.keda.fallback.replicas) (int .Values.keda.minReplicaCount))) }}
+{{- fail (printf "keda.fallback.replicas (%d) must lie between keda.minReplicaCount (%d) and keda.maxReplicaCount (%d)" (int .Values.keda.fallback.replicas) (int .Values.keda.minReplicaCount) (int .Values.keda.maxReplicaCount)) }}
+{{- end }}
+{{- if and .Values.config.engine (not .Values.gpu.product) }}
+{{- fail "config.engine is set: set gpu.product to the GPU model it was built for (node label nvidia.com/gpu.product); a TensorRT engine runs on no other" }}
+{{- end }}
+{{- if le (float64 .Values.config.loopTimeoutS) (float64 .Values.config.shutdownTimeoutS) }}
+{{- fail "config.loopTimeoutS must exceed config.shutdownTimeoutS: a drain must not look like a hung loop" }}
 {{- end }}
 {{- end }}
 
