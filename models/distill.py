@@ -1,7 +1,9 @@
 """Knowledge distillation: the student learns the teacher ensemble's predicted fixation density.
 
 Targets are the teacher's densities on every image available for training: the training split of
-the fixation sets and the unlabelled photos, each also mirrored. They are computed once through
+the fixation sets and the unlabelled photos, each also mirrored, and optionally (`--crops K`) K
+random windows of each, so that the same scene is also seen framed off-centre. They are computed
+once through
 the exported teacher (ONNX Runtime) at the teacher's input size and resampled to the student's
 output grid. The loss is the cross-entropy to the teacher's distribution (KL divergence plus a
 constant), plus the fixation log-likelihood where human fixations exist. A dev split of the
@@ -19,6 +21,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,7 +29,7 @@ import cv2
 import numpy as np
 import torch
 
-from cropworker.decode import decode_image
+from cropworker.decode import decode_image, model_input_size
 
 from . import data, student, train
 
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
 FIXATION_WEIGHT = 1.0  # weight of the human-fixation term next to the distillation term
 CHECKPOINT_EVERY = 100  # steps between resumable checkpoints (~1 minute of training)
+CROP_SIDES = (0.55, 1.0)  # a random window's width and height, as shares of the image's
+CROP_DECODE = 640  # long side the windows are cut from (above every model's input)
 
 
 @dataclass
@@ -51,15 +56,52 @@ def photos(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
 
 
+def crop_windows(
+    width: int, height: int, count: int, rng: random.Random
+) -> list[tuple[int, int, int, int]]:
+    """`count` random windows (x, y, w, h), each side a random share in CROP_SIDES of the image's,
+    anywhere in it: the same scene framed again, its subject moved off the centre."""
+    out: list[tuple[int, int, int, int]] = []
+    for _ in range(count):
+        w = max(1, round(width * rng.uniform(*CROP_SIDES)))
+        h = max(1, round(height * rng.uniform(*CROP_SIDES)))
+        out.append((rng.randrange(width - w + 1), rng.randrange(height - h + 1), w, h))
+    return out
+
+
+def views(
+    raw: bytes, sides: tuple[int, int], crops: int, rng: random.Random
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(suffix, student input, teacher input) for the whole image and `crops` random windows."""
+    yield "", decode_image(raw, sides[0]).rgb, decode_image(raw, sides[1]).rgb
+    if crops:
+        big = decode_image(raw, CROP_DECODE).rgb
+        for n, (x, y, w, h) in enumerate(crop_windows(big.shape[1], big.shape[0], crops, rng)):
+            window = big[y : y + h, x : x + w]
+            small, large = (
+                cv2.resize(window, model_input_size(w, h, side), interpolation=cv2.INTER_AREA)
+                for side in sides
+            )
+            yield f"#crop{n}", small, large
+
+
 def teacher_targets(
-    teacher: Path, sources: list[tuple[str, bytes]], long_side: int, stride: int, cache: Path
+    teacher: Path,
+    sources: list[tuple[str, bytes]],
+    long_side: int,
+    stride: int,
+    cache: Path,
+    crops: int = 0,
 ) -> dict[tuple[str, bool], Example]:
-    """Teacher densities for every source image and its mirror, cached on disk."""
-    tag = hashlib.sha256(
-        repr(
-            (teacher.stat().st_size, teacher.stat().st_mtime_ns, long_side, [k for k, _ in sources])
-        ).encode()
-    ).hexdigest()[:16]
+    """Teacher densities for every source image and its mirror (and `crops` random windows of
+    each, keyed `name#cropN`), cached on disk."""
+    identity = (
+        teacher.stat().st_size,
+        teacher.stat().st_mtime_ns,
+        long_side,
+        [k for k, _ in sources],
+    )
+    tag = hashlib.sha256(repr((*identity, crops) if crops else identity).encode()).hexdigest()[:16]
     path = cache / f"distill-{tag}.pt"
     if path.exists():  # stored as plain tuples: loadable whichever module is __main__
         stored = torch.load(path, weights_only=False)
@@ -67,17 +109,19 @@ def teacher_targets(
     from cropworker.backend import OnnxBackend
 
     backend = OnnxBackend(str(teacher), threads=2)
+    rng = random.Random(0)
     out: dict[tuple[str, bool], Example] = {}
     start = time.monotonic()
     for n, (key, raw) in enumerate(sources):
-        small = decode_image(raw, long_side).rgb
-        big = decode_image(raw, backend.info.long_side).rgb
-        logp = backend.infer(np.stack([big, big[:, ::-1]]))
-        h, w = small.shape[0] // stride, small.shape[1] // stride
-        for flip in (False, True):
-            p = cv2.resize(np.exp(logp[int(flip)]), (w, h), interpolation=cv2.INTER_AREA)
-            image = small[:, ::-1].copy() if flip else small
-            out[(key, flip)] = Example(image, torch.from_numpy(p / p.sum()).half(), None)
+        for suffix, small, big in views(raw, (long_side, backend.info.long_side), crops, rng):
+            logp = backend.infer(np.stack([big, big[:, ::-1]]))
+            h, w = small.shape[0] // stride, small.shape[1] // stride
+            for flip in (False, True):
+                p = cv2.resize(np.exp(logp[int(flip)]), (w, h), interpolation=cv2.INTER_AREA)
+                image = small[:, ::-1].copy() if flip else small
+                out[(key + suffix, flip)] = Example(
+                    image, torch.from_numpy(p / p.sum()).half(), None
+                )
         if n % 250 == 0:
             log.info("teacher targets %d/%d (%.0f s)", n, len(sources), time.monotonic() - start)
     cache.mkdir(parents=True, exist_ok=True)
@@ -86,23 +130,30 @@ def teacher_targets(
 
 
 def training_set(
-    teacher: Path, data_root: Path, photo_root: Path, long_side: int, stride: int, cache: Path
+    teacher: Path,
+    data_root: Path,
+    photo_root: Path,
+    long_side: int,
+    stride: int,
+    cache: Path,
+    crops: int = 0,
 ) -> list[Example]:
     train_set, _ = data.split(data.load_fixation_sets(data_root))
     labelled = [im for im in train_set if not data.is_dev(im.key)]
     sources = [(im.key, im.path.read_bytes()) for im in labelled]
     sources += [(f"photos/{p.name}", p.read_bytes()) for p in photos(photo_root)]
-    examples = teacher_targets(teacher, sources, long_side, stride, cache)
+    examples = teacher_targets(teacher, sources, long_side, stride, cache, crops)
     for im in labelled:
         for flip in (False, True):
             ex = examples[(im.key, flip)]
             h, w = ex.target.shape
             ex.cells = train.fixation_cells(im, (h, w), flip)
     log.info(
-        "%d distillation examples (%d labelled images, %d photos, mirrored)",
+        "%d distillation examples (%d labelled images, %d photos, %d windows each, mirrored)",
         len(examples),
         len(labelled),
         len(sources) - len(labelled),
+        crops,
     )
     return list(examples.values())
 
@@ -214,6 +265,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--blur", type=float, help="set the --init student's blur (cells of the stride-8 grid)"
     )
+    parser.add_argument(
+        "--crops", type=int, default=0, help="also learn K random windows of every image"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--seed", type=int, default=0, help="initialisation and batch order")
     parser.add_argument(
@@ -241,6 +295,7 @@ def main(argv: list[str] | None = None) -> None:
         model.config.long_side,
         model.config.output_stride,
         args.cache,
+        args.crops,
     )
     checkpoint = resume_path(args.out)
     if not args.resume:

@@ -3,6 +3,7 @@ and the properties each step relies on)."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import cv2
@@ -308,3 +309,26 @@ def test_reblur_changes_the_head_and_survives_a_save(tmp_path: Path) -> None:
     assert loaded.config.blur_sigma == 0.6
     with torch.no_grad():
         assert torch.allclose(loaded(x), narrow, atol=1e-6)
+
+
+def test_crop_windows_frame_the_scene_off_centre() -> None:
+    """The augmentation's windows lie inside the image, keep 55-100% of each side, and put the
+    image centre off their own centre (what teaches content over position)."""
+    rng = random.Random(3)
+    windows = distill.crop_windows(640, 480, 400, rng)
+    shifts = []
+    for x, y, w, h in windows:
+        assert min(x, y) >= 0 and x + w <= 640 and y + h <= 480
+        assert 0.55 * 640 - 1 <= w <= 640 and 0.55 * 480 - 1 <= h <= 480
+        shifts.append(abs(x + w / 2 - 320) / w)
+    assert max(shifts) > 0.25 and np.median(shifts) > 0.05
+
+
+def test_views_are_the_image_and_its_windows_at_both_input_sizes() -> None:
+    ok, jpeg = cv2.imencode(".jpg", np.full((300, 400, 3), 128, np.uint8))
+    assert ok
+    views = list(distill.views(jpeg.tobytes(), (192, 320), 2, random.Random(0)))
+    assert [suffix for suffix, _, _ in views] == ["", "#crop0", "#crop1"]
+    for _, small, big in views:
+        assert max(small.shape[:2]) == 192 and max(big.shape[:2]) == 320
+        assert small.shape[0] % 32 == 0 and small.shape[1] % 32 == 0
