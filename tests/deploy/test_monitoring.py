@@ -1,10 +1,13 @@
 """The Grafana dashboard and the Prometheus rules: valid for promtool, the alerts fire when they
-should (promtool's rule unit tests), and every metric they query is one the worker exposes."""
+should and stay quiet on near misses (promtool's rule unit tests), every metric they query is one
+the worker exposes, every dead-letter type has one cause, and the chart's PrometheusRule ships the
+rules file as it is plus a rule for its release."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,13 +18,19 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from cropworker.stream.metrics import WorkerMetrics
 
-from .conftest import DEPLOY, tool
+from .conftest import CHART, DEPLOY, ROOT, tool
 
 pytestmark = pytest.mark.deploy
 
 DASHBOARD = DEPLOY / "grafana" / "cropworker-dashboard.json"
-RULES = DEPLOY / "prometheus" / "cropworker-rules.yaml"
+# The rules live in the chart (Helm reads no file outside it); their tests beside the dashboard.
+RULES = CHART / "files" / "cropworker-rules.yaml"
 RULE_TESTS = DEPLOY / "prometheus" / "cropworker-rules.test.yaml"
+# The chart's per-release rule, tested on the PrometheusRule rendered for `demo` in `crops`.
+CHART_RULE_TESTS = DEPLOY / "prometheus" / "prometheusrule.test.yaml"
+RULE_VALUES = {
+    "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}
+}
 PROMTOOL = "Debian package prometheus: apt-get install prometheus"
 
 # Series from outside the worker that the dashboard may query: kube-state-metrics' view of the
@@ -31,6 +40,8 @@ EXTERNAL = {
     "kube_deployment_status_replicas_available",
     "kube_horizontalpodautoscaler_spec_max_replicas",
 }
+# Series Prometheus itself writes for every target.
+SCRAPE_SERIES = {"up"}
 PROMQL_WORDS = {
     "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
     "unless", "offset", "inf", "nan",
@@ -99,7 +110,7 @@ def test_every_queried_metric_is_exposed_by_the_worker() -> None:
     recorded = {rule["record"] for rule in rules() if "record" in rule}
     queries = dashboard_queries() + [rule["expr"] for rule in rules()]
     used = set().union(*(metric_names(q) for q in queries))
-    unknown = used - exposed - recorded - EXTERNAL
+    unknown = used - exposed - recorded - EXTERNAL - SCRAPE_SERIES
     assert unknown == set(), "queried but not in the worker's /metrics"
     assert used >= EXTERNAL, "EXTERNAL lists a metric nothing queries"
     assert all(name.startswith("cropworker:") for name in recorded)
@@ -120,17 +131,27 @@ def test_the_rules_pass_promtool_check() -> None:
     assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
 
 
-def test_the_alerts_fire_when_they_should() -> None:
+def promtool_test(tests: Path) -> None:
     promtool = tool("promtool", PROMTOOL)
     result = subprocess.run(
-        [promtool, "test", "rules", RULE_TESTS.name],
-        cwd=RULE_TESTS.parent,
-        capture_output=True,
-        text=True,
+        [promtool, "test", "rules", tests.name], cwd=tests.parent, capture_output=True, text=True
     )
     assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
-    tested = set(re.findall(r"alertname: (\w+)", RULE_TESTS.read_text()))
-    assert tested == {rule["alert"] for rule in rules() if "alert" in rule}, "an untested alert"
+
+
+def alerts_firing_in(tests: Path) -> set[str]:
+    """Alerts a promtool test file expects to fire somewhere (not only to stay quiet)."""
+    found = set()
+    for group in yaml.safe_load(tests.read_text())["tests"]:
+        for case in group.get("alert_rule_test", []):
+            if case["exp_alerts"]:
+                found.add(case["alertname"])
+    return found
+
+
+def test_the_alerts_fire_when_they_should() -> None:
+    promtool_test(RULE_TESTS)
+    assert alerts_firing_in(RULE_TESTS) == {r["alert"] for r in rules() if "alert" in r}
 
 
 def test_the_required_alerts_exist() -> None:
@@ -138,11 +159,81 @@ def test_the_required_alerts_exist() -> None:
     for name in (
         "CropworkerLagGrowing",
         "CropworkerThroughputStalled",
-        "CropworkerDeadLetterRateHigh",
+        "CropworkerNoPartitionsAssigned",
+        "CropworkerNotReady",
+        "CropworkerLoopStalled",
+        "CropworkerReleaseGone",
+        "CropworkerScrapeTargetDown",
+        "CropworkerDecodeThreadsStuck",
+        "CropworkerPartitionsPausedLong",
+        "CropworkerDeadLettersInfrastructure",
+        "CropworkerDeadLettersContent",
         "CropworkerLatencyP99AboveObjective",
     ):
         assert alerts[name]["labels"]["severity"] in {"warning", "critical"}
         assert alerts[name]["annotations"]["summary"] and alerts[name]["for"]
+
+
+def dead_letter_types() -> set[str]:
+    """Every error type the worker can dead-letter: the `code` of each error class, and the
+    types worker/stream sets by name (an unexpected exception, a result that failed to
+    publish)."""
+    types = set(
+        re.findall(r'^\s+code = "(\w+)"$', (ROOT / "worker" / "errors.py").read_text(), re.M)
+    )
+    for path in (ROOT / "worker" / "stream").glob("*.py"):
+        types |= set(re.findall(r'error_type\b[^=\n]*=\s*"(\w+)"', path.read_text()))
+    return types
+
+
+def cause(name: str) -> set[str]:
+    """The error types of a cause: the `type=~` regex of its recording rule."""
+    (rule,) = [r for r in rules() if r.get("labels", {}).get("cause") == name]
+    (regex,) = re.findall(r'\{type=~"([\w|]+)"\}', rule["expr"])
+    return set(regex.split("|"))
+
+
+def test_every_dead_letter_type_has_exactly_one_cause() -> None:
+    types = dead_letter_types()
+    assert {"corrupt", "decoder_crashed", "internal_error", "publish_failed"} <= types
+    content, infrastructure = cause("content"), cause("infrastructure")
+    assert content & infrastructure == set(), "in both causes"
+    assert types - content - infrastructure == set(), "in neither cause: no alert counts it"
+    assert (content | infrastructure) - types == set(), "not an error type of the worker"
+
+
+def test_the_chart_ships_the_rules_and_a_rule_for_its_release(render: Any, tmp_path: Path) -> None:
+    """The PrometheusRule holds the rules file's groups unchanged, then CropworkerReleaseAbsent
+    for this release, which promtool tests on the rendered object."""
+    groups = render(RULE_VALUES).one("PrometheusRule")["spec"]["groups"]
+    assert groups[:-1] == yaml.safe_load(RULES.read_text())["groups"]
+    assert [r["alert"] for r in groups[-1]["rules"]] == ["CropworkerReleaseAbsent"]
+    (tmp_path / "prometheusrule.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    promtool_test(Path(shutil.copy(CHART_RULE_TESTS, tmp_path)))
+    assert alerts_firing_in(CHART_RULE_TESTS) == {"CropworkerReleaseAbsent"}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"keda": {"minReplicaCount": 0}},
+        {"keda": {"enabled": False}, "replicaCount": 0},
+        {"metrics": {"serviceMonitor": {"enabled": False}}},
+    ],
+    ids=["keda-scales-to-zero", "zero-replicas", "no-service-monitor"],
+)
+def test_no_release_rule_without_workers_to_expect_or_a_known_job(
+    render: Any, values: dict[str, Any]
+) -> None:
+    merged = {**values, "metrics": {**RULE_VALUES["metrics"], **values.get("metrics", {})}}
+    groups = render(merged).one("PrometheusRule")["spec"]["groups"]
+    assert groups == yaml.safe_load(RULES.read_text())["groups"]
+
+
+def test_the_prometheus_rule_is_opt_in_and_labelled(render: Any) -> None:
+    assert render({}).maybe("PrometheusRule") is None
+    values = {"metrics": {"prometheusRule": {"enabled": True, "labels": {"release": "kps"}}}}
+    assert render(values).one("PrometheusRule")["metadata"]["labels"]["release"] == "kps"
 
 
 def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
