@@ -16,6 +16,8 @@
     │   └── FetchForbiddenError      the reference is outside what the settings allow
     ├── PrepareTimeoutError          fetching and decoding one event outlasted `prepare_timeout_s`
     ├── BrokerError                  Kafka failed; `.kafka_code` / `.kafka_name` keep librdkafka's
+    │   └── PublishError             a result could not be delivered (it is dead-lettered instead)
+    ├── InternalError                a bug met while preparing one event (dead-lettered, logged)
     └── GpuError                     the GPU path failed (CUDA or TensorRT)
         ├── GpuUnavailableError      no driver, no device, or no CUDA/TensorRT bindings installed
         ├── CudaError                a CUDA runtime call failed; `.call`, `.cuda_code`, `.cuda_name`
@@ -128,6 +130,20 @@ class BrokerError(CropworkerError):
         self.kafka_name = kafka_name
 
 
+class PublishError(BrokerError):
+    """The broker did not acknowledge a result within the delivery timeout: the event is
+    dead-lettered instead (its `error.type` header says `publish_failed`)."""
+
+    code = "publish_failed"
+
+
+class InternalError(CropworkerError):
+    """An unexpected exception (a bug) while preparing one event: that event is dead-lettered and
+    the partition keeps flowing."""
+
+    code = "internal_error"
+
+
 class GpuError(CropworkerError):
     """Root of the GPU path's errors (CUDA and TensorRT)."""
 
@@ -180,3 +196,13 @@ class EngineMismatchError(GpuError):
     TensorRT version, ONNX model or input range. Rebuild it with `cropworker build-engine`."""
 
     code = "engine_mismatch"
+
+
+def error_codes() -> set[str]:
+    """Every `code` of the tree: the error types a dead letter (and its metric) can carry."""
+    codes, todo = set(), [CropworkerError]
+    while todo:
+        cls = todo.pop()
+        codes.add(cls.code)
+        todo += cls.__subclasses__()
+    return codes

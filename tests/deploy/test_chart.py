@@ -38,8 +38,8 @@ EXPECTED_KINDS = {
     "gpu": [*BASE_KINDS, "ScaledObject"],
     "cpu": [*BASE_KINDS, "ScaledObject"],
     "keda-off": BASE_KINDS,
-    "secure": [*BASE_KINDS, "NetworkPolicy", "ScaledObject", "ServiceMonitor",
-               "TriggerAuthentication"],
+    "secure": [*BASE_KINDS, "NetworkPolicy", "PrometheusRule", "ScaledObject",
+               "ServiceMonitor", "TriggerAuthentication"],
 }  # fmt: skip
 
 
@@ -98,7 +98,7 @@ def test_each_scenario_renders_its_objects_with_required_fields(
 
 
 # Kinds without a Kubernetes API schema (custom resources): their fields are asserted below.
-CUSTOM_KINDS = {"ScaledObject", "ServiceMonitor", "TriggerAuthentication"}
+CUSTOM_KINDS = {"PrometheusRule", "ScaledObject", "ServiceMonitor", "TriggerAuthentication"}
 
 
 @pytest.mark.parametrize("kube_version", ["1.27.0", "latest"])

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
+from cropworker.errors import error_codes
 from cropworker.stream.logs import JsonFormatter, fields
 from cropworker.stream.metrics import Health, MetricsServer, WorkerMetrics
 
@@ -124,3 +125,18 @@ def test_liveness_follows_the_loop_heartbeat_and_the_decode_threads() -> None:
     health.threads_ok, health.running = True, False  # stopped: no loop to watch
     clock.now += 1000
     assert health.live and not health.ready
+
+
+def test_result_and_dead_letter_series_exist_from_the_start() -> None:
+    """increase() and rate() need a 0 before the first increment: each result and every error
+    type of the tree is exported at 0 before anything happens."""
+    registry = CollectorRegistry()
+    WorkerMetrics(registry)
+    for result in ("ok", "dead_letter"):
+        assert (
+            registry.get_sample_value("cropworker_images_processed_total", {"result": result}) == 0
+        )
+    codes = error_codes()
+    assert {"corrupt", "timeout", "publish_failed", "internal_error"} <= codes
+    for code in codes:
+        assert registry.get_sample_value("cropworker_dead_letters_total", {"type": code}) == 0

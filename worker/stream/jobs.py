@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka import Message
 
 from ..decode import DecodedImage
-from ..errors import CropworkerError, FetchError
+from ..errors import CropworkerError, FetchError, InternalError
 from ..pipeline import Cropper
 from .events import InlineImage, Source, UploadEvent, parse_event
 from .fetch import Fetcher
@@ -106,5 +106,5 @@ def prepare(
             job.attempts = exc.attempts
     except Exception as exc:  # a bug must not stall the partition: dead-letter it, loudly
         log.exception("unexpected error preparing an event", extra=fields(**job.where()))
-        job.error_type, job.error_message = "internal_error", repr(exc)
+        job.error_type, job.error_message = InternalError.code, repr(exc)
     return job

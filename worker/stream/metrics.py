@@ -23,6 +23,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ..errors import error_codes
+
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1, 2.5, 5, 10)
@@ -45,6 +47,12 @@ class WorkerMetrics:
             ["type"],
             registry=registry,
         )
+        # Every series exists from the start at 0, so that increase() and rate() count the
+        # first upload of each result and the first dead letter of each type after a restart.
+        for result in ("ok", "dead_letter"):
+            self.images.labels(result)
+        for code in sorted(error_codes()):
+            self.dead_letters.labels(code)
         self.end_to_end = Histogram(
             "cropworker_end_to_end_latency_seconds",
             "Event timestamp to result acknowledged by the broker",

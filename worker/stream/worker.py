@@ -35,7 +35,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from .. import crop
-from ..errors import BrokerError, PrepareTimeoutError
+from ..errors import BrokerError, PrepareTimeoutError, PublishError
 from ..pipeline import Cropper, CropResult
 from .batcher import Batch, MicroBatcher
 from .events import UploadEvent, dead_letter_headers, result_message
@@ -305,7 +305,7 @@ class Worker:
         job, kind = sent.context
         if err is not None:
             if kind == RESULT:
-                job.error_type, job.error_message = "publish_failed", err.str()
+                job.error_type, job.error_message = PublishError.code, err.str()
                 self._dead_letter(job)
                 return
             if sent.value is not None:  # e.g. over the size limit: say why, without the payload
