@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # and every tool see `cropworker` and `cropworker_models` exactly as installed.
 EDITABLE := --config-settings editable_mode=strict
 
-.PHONY: demo test lint install install-dev clean
+.PHONY: demo test lint install install-dev clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,23 @@ lint: install-dev
 
 test: lint
 	$(BIN)/pytest
+
+# Hash-locked dependencies of the container images (deploy/Dockerfile), resolved on PyPI for the
+# images' platforms whatever this machine is: the CPU image (CPython 3.11), the GPU image's
+# `gpu` extra (CPython 3.12 of its Ubuntu base), held to the CPU pins so both images run the
+# same numpy/OpenCV/ONNX Runtime, and the build stage's tools (pyproject's build-system.requires,
+# and `wheel` for the TensorRT sdist of the gpu extra). Existing pins are kept unless
+# pyproject.toml excludes them; `make lock UPGRADE=--upgrade` moves everything to the latest.
+UV := $(BIN)/uv
+LOCK := $(UV) pip compile --quiet --generate-hashes --python-platform x86_64-manylinux_2_28 \
+	--no-python-downloads --custom-compile-command "make lock" $(UPGRADE)
+
+lock: $(BIN)/python
+	$(BIN)/pip install -q "uv==0.13.9"
+	$(LOCK) --python-version 3.11 pyproject.toml -o deploy/requirements.lock
+	$(LOCK) --python-version 3.12 --extra gpu -c deploy/requirements.lock pyproject.toml \
+		-o deploy/requirements-gpu.lock
+	printf 'setuptools>=68\nwheel\n' | $(LOCK) --python-version 3.11 - -o deploy/requirements-build.lock
 
 clean:
 	rm -rf $(VENV) build *.egg-info out
