@@ -1,11 +1,24 @@
-"""The GPU check behind gpu_check.sh: the CUDA plumbing end to end, TensorRT engines built and
-timed per batch size, their outputs against ONNX Runtime on the CPU, and GPU JPEG decoding.
+"""The GPU check behind gpu_check.sh: one prepared run that measures the GPU path wherever a GPU
+machine is lent, within 8 minutes.
 
     bash benchmarks/gpu_check.sh          # on a machine with an NVIDIA GPU; writes $OUT
 
-Stages run in order, each recorded as ok / failed / skipped with its figures; a failed stage
-does not stop the others, and stages left when --budget-s runs out are skipped. Exit status: 0
-all ran stages passed, 1 a check failed, 3 no usable GPU.
+Stages, most wanted first (each recorded as ok / failed / skipped with its figures; a failed
+stage does not stop the others; stages left when --budget-s runs out are skipped):
+
+- cuda plumbing: pinned and device memory, async copies on two streams;
+- cuda model MODEL, for every model of the ladder (and vanilla): PyTorch on CUDA (TorchBackend) in
+  fp16 and fp32, images/s per batch size, and each sample photo against ONNX Runtime on the CPU
+  (largest log-density difference, same crops);
+- gpu decode: nvJPEG (nvImageCodec) against OpenCV at 1200x900 and 4000x3000, images/s;
+- worker: the whole worker against the embedded broker on this machine: one GPU worker
+  (`--backend cuda`), then CPU-only workers, 1, 2, 4 and 8 processes in one group: uploads/s
+  draining a backlog, p99 at a steady half of that, and for the GPU worker the network's time
+  against decoding's (from its own metrics);
+- tensorrt build / speed / accuracy: only where TensorRT's builder is installed ("skipped: no
+  builder" otherwise); onnxruntime cuda likewise; cpu baseline.
+
+Exit status: 0 all ran stages passed, 1 a check failed, 3 no usable GPU.
 """
 
 from __future__ import annotations
@@ -24,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from cropworker.backend import OnnxBackend
+from cropworker.backend import LADDER, OnnxBackend
 from cropworker.decode import decode_image, model_input_size
 from cropworker.gpu import trtlib
 from cropworker.gpu.cuda import Cuda, host_view
@@ -35,15 +48,24 @@ from cropworker.gpu.trt_backend import TensorRTBackend
 from cropworker.pipeline import Cropper
 
 BATCHES = (1, 2, 4, 8, 16, 32)
+CUDA_BATCHES = (1, 4, 16, 32, 64, 128, 256)
 ASPECTS = {"4:3": (4, 3), "16:9": (16, 9), "1:1": (1, 1), "3:4": (3, 4), "9:16": (9, 16)}
 SAMPLES = sorted(Path("samples").glob("*.jpg"))
 LONG_SIDE = 256
+MODELS = (*LADDER, "vanilla")
+TOLERANCE = 1e-3  # largest |log-density difference| against ONNX Runtime on the CPU (#17)
+DECODE_SIZES = ((1200, 900), (4000, 3000))
+CPU_PROCESSES = (1, 2, 4, 8)
 
 
 class Check:
-    def __init__(self, budget_s: float) -> None:
+    """Runs stages within a budget; `saved` is called after each, so that whatever finished is
+    on disk even if the run is killed at its hard time limit."""
+
+    def __init__(self, budget_s: float, saved: Callable[[], None] = lambda: None) -> None:
         self.deadline = time.monotonic() + budget_s
         self.stages: dict[str, dict[str, Any]] = {}
+        self.saved = saved
 
     def stage(self, name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         left = self.deadline - time.monotonic()
@@ -62,6 +84,7 @@ class Check:
         result["seconds"] = round(time.monotonic() - start, 1)
         self.stages[name] = result
         print(json.dumps(result, default=str), flush=True)
+        self.saved()
         return result
 
 
@@ -81,9 +104,17 @@ def images_per_s(infer: Callable[[Any], Any], x: Any, runs: int = 20, count: int
     return (count or len(x)) / statistics.median(times)
 
 
-def batch(n: int, aspect: tuple[int, int] = (4, 3), seed: int = 0) -> np.ndarray:
-    w, h = model_input_size(*aspect, LONG_SIDE)
+def batch(
+    n: int, aspect: tuple[int, int] = (4, 3), seed: int = 0, long_side: int = LONG_SIDE
+) -> np.ndarray:
+    w, h = model_input_size(*aspect, long_side)
     return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def torch_backend(model: str, precision: str) -> Any:
+    from cropworker.gpu.torch_backend import TorchBackend
+
+    return TorchBackend(model, device="cuda", precision=precision)
 
 
 # ------------------------------------------------------------------------------- stages
@@ -124,12 +155,128 @@ def cuda_plumbing(cuda: Cuda, nbytes: int) -> dict[str, Any]:
             cuda.destroy_stream(stream)
 
 
+def cuda_model(
+    model: str, backends: Callable[[str, str], Any], batches: tuple[int, ...]
+) -> dict[str, Any]:
+    """One model on PyTorch/CUDA, fp16 and fp32: images/s per batch size at a 4:3 input, and
+    every sample photo against ONNX Runtime on the CPU."""
+    cpu = OnnxBackend(model, threads=1)
+    decoded = [decode_image(p.read_bytes(), cpu.info.long_side) for p in SAMPLES]
+    reference = [cpu.infer(image.rgb[None]) for image in decoded]
+    cpu_crops = Cropper(cpu).crop_decoded(decoded)
+    out: dict[str, Any] = {"long_side": cpu.info.long_side}
+    for precision in ("fp16", "fp32"):
+        backend = backends(model, precision)
+        x = batch(max(batches), long_side=cpu.info.long_side)
+        rates = {}
+        for b in batches:
+            rates[str(b)] = images_per_s(backend.infer, x[:b], runs=10)
+        worst = max(
+            float(np.abs(backend.infer(image.rgb[None]) - want).max())
+            for image, want in zip(decoded, reference, strict=True)
+        )
+        crops = Cropper(backend).crop_decoded(decoded)
+        best = max(rates, key=lambda b: rates[b])
+        out[precision] = {
+            "images_per_s_by_batch": rates,
+            "best": {"batch": int(best), "images_per_s": rates[best]},
+            "max_abs_log_density_diff": worst,
+            "within_tolerance": worst <= TOLERANCE,
+            "same_crops": sum(a.crops == b.crops for a, b in zip(cpu_crops, crops, strict=True)),
+            "photos": len(decoded),
+        }
+    return out
+
+
+def gpu_decode_sizes(nvimgcodec: Any, cudart: Any) -> dict[str, Any]:
+    """nvJPEG against OpenCV on camera-like JPEGs of each size, to the default model's input."""
+    from crop_speed import camera_like_jpeg
+
+    from cropworker.gpu.nvjpeg import NvJpegDecoder, load_nvimgcodec
+
+    try:
+        codec = nvimgcodec if nvimgcodec is not None else load_nvimgcodec()
+    except Exception as exc:
+        raise Skip(str(exc)) from exc
+    long_side = OnnxBackend(threads=1).info.long_side
+    decoder = NvJpegDecoder(long_side, nvimgcodec=codec, cudart=cudart)
+    rows = {}
+    for width, height in DECODE_SIZES:
+        data = camera_like_jpeg(width, height)
+        gpu = images_per_s(decoder, data, runs=10, count=1)
+        cpu = images_per_s(partial(decode_image, long_side=long_side), data, runs=10, count=1)
+        rows[f"{width}x{height}"] = {"gpu_images_per_s": gpu, "cpu_images_per_s": cpu}
+    return {"per_size": rows}
+
+
+def torchvision_decode() -> dict[str, Any]:
+    """nvJPEG through torchvision (`decode_jpeg(..., device="cuda")`, batched), which the GPU
+    machine has without carrying anything: how fast the GPU itself decodes, full size."""
+    try:
+        import torch
+        from torchvision.io import decode_jpeg
+    except ImportError as exc:
+        raise Skip(f"no torchvision here ({exc})") from exc
+    if not torch.cuda.is_available():
+        raise Skip("torch sees no CUDA device")
+    from crop_speed import camera_like_jpeg
+
+    rows = {}
+    for width, height in DECODE_SIZES:
+        data = torch.frombuffer(bytearray(camera_like_jpeg(width, height)), dtype=torch.uint8)
+        many = [data] * 32
+
+        def decode(batch: list[Any]) -> Any:
+            out = decode_jpeg(batch, device="cuda")
+            torch.cuda.synchronize()
+            return out
+
+        rows[f"{width}x{height}"] = {"images_per_s_batch32": images_per_s(decode, many, runs=5)}
+    return {"per_size": rows}
+
+
+def worker_run(
+    processes: int, env: dict[str, str], model: str, backlog: int, steady_s: float
+) -> dict[str, Any]:
+    """`processes` worker processes in one group against the embedded broker: uploads/s
+    draining `backlog` 1200x900 JPEG uploads, p99 at a steady half of that rate, and the
+    network's and decoding's time from the workers' own metrics."""
+    import worker_throughput as wt
+
+    with tempfile.TemporaryDirectory() as tmp, wt.bench_session(Path(tmp), model, env) as bench:
+        name = f"p{processes}"
+        with wt.workers(bench, name, processes, wt.DEFAULT_BATCH) as started:
+            before = [wt.scrape(port) for _, port in started]
+            drained = wt.drain(bench, name, started, wt.DEFAULT_BATCH, backlog)
+            after = [wt.scrape(port) for _, port in started]
+            held = wt.steady(bench, name, started[0][1], drained.rate / 2, steady_s)
+
+    def spent(metric: str) -> float:
+        return sum(a[metric] - b[metric] for a, b in zip(after, before, strict=True))
+
+    network, decode = (
+        spent("cropworker_inference_seconds_sum"),
+        spent("cropworker_decode_seconds_sum"),
+    )
+    return {
+        "processes": processes,
+        "uploads_per_s": drained.rate,
+        "mean_batch": drained.mean_batch,
+        "cores_busy": drained.cores_busy,
+        "steady_offered": held.offered,
+        "p99_ms": held.p99,
+        "network_s": network,
+        "decode_s": decode,
+        "network_over_decode": network / decode if decode else None,
+    }
+
+
 def tensorrt_engines(work: Path, tensorrt: Any, cudart: Any, max_batch: int) -> dict[str, Any]:
     if tensorrt is None:
         try:
             tensorrt = trtlib.load_builder()
         except Exception as exc:
-            raise Skip(f"no TensorRT builder here ({exc})") from exc
+            raise Skip(f"no builder: TensorRT's builder is not installed here ({exc})") from exc
     built = {}
     for precision in ("fp32", "fp16"):
         out = work / f"vanilla-{precision}.engine"
@@ -201,28 +348,6 @@ def cpu_baseline() -> dict[str, Any]:
     return {"images_per_s_batch8_1thread": images_per_s(backend.infer, batch(8), runs=5)}
 
 
-def gpu_decode(nvimgcodec: Any, cudart: Any) -> dict[str, Any]:
-    from cropworker.gpu.nvjpeg import NvJpegDecoder, load_nvimgcodec
-
-    try:
-        codec = nvimgcodec if nvimgcodec is not None else load_nvimgcodec()
-    except Exception as exc:
-        raise Skip(str(exc)) from exc
-    decoder = NvJpegDecoder(LONG_SIDE, nvimgcodec=codec, cudart=cudart)
-    rows = {}
-    for path in SAMPLES:
-        data = path.read_bytes()
-        want = decode_image(data, LONG_SIDE)
-        got = decoder(data)
-        if got.rgb.shape != want.rgb.shape or (got.width, got.height) != (want.width, want.height):
-            raise AssertionError(f"{path.name}: {got.rgb.shape} vs {want.rgb.shape}")
-        gpu_ms = 1000 / images_per_s(decoder, data, runs=10, count=1)
-        cpu_ms = 1000 / images_per_s(partial(decode_image, long_side=LONG_SIDE), data, 10, 1)
-        diff = float(np.abs(got.rgb.astype(int) - want.rgb.astype(int)).mean())
-        rows[path.name] = {"gpu_ms": gpu_ms, "cpu_ms": cpu_ms, "mean_abs_pixel_diff": diff}
-    return {"per_image": rows}
-
-
 # --------------------------------------------------------------------------------- main
 
 
@@ -249,19 +374,40 @@ def run(
     tensorrt: Any = None,
     nvimgcodec: Any = None,
     copy_bytes: int = 64 << 20,
+    backends: Callable[[str, str], Any] = torch_backend,
+    models: tuple[str, ...] = MODELS,
+    cuda_batches: tuple[int, ...] = CUDA_BATCHES,
+    gpu_worker_env: dict[str, str] | None = None,
+    cpu_processes: tuple[int, ...] = CPU_PROCESSES,
+    backlog: int = 1500,
+    steady_s: float = 8.0,
 ) -> int:
     out.mkdir(parents=True, exist_ok=True)
-    check = Check(budget_s)
+    report: dict[str, Any] = {}
+
+    def save() -> None:
+        (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+
+    check = Check(budget_s, save)
     probe = probe_gpu(cudart)
-    report: dict[str, Any] = {
-        "device": probe.reason,
-        "driver": probe.driver_version,
-        "stages": check.stages,
-    }
+    report.update(device=probe.reason, driver=probe.driver_version, stages=check.stages)
     status = 3
+    if not probe.available:
+        print(f"gpu_check: no GPU: {probe.reason}", flush=True)
     if probe.available:
         runtime = cudart if cudart is not None else load_cudart()
         check.stage("cuda plumbing", lambda: cuda_plumbing(Cuda(runtime), copy_bytes))
+        for model in models:
+            check.stage(f"cuda model {model}", partial(cuda_model, model, backends, cuda_batches))
+        check.stage("gpu decode", lambda: gpu_decode_sizes(nvimgcodec, runtime))
+        check.stage("gpu decode (torchvision)", torchvision_decode)
+        gpu_env = gpu_worker_env if gpu_worker_env is not None else {"CROPWORKER_BACKEND": "cuda"}
+        check.stage("worker gpu", partial(worker_run, 1, gpu_env, "default", backlog, steady_s))
+        cpu_env = {"CROPWORKER_BACKEND": "cpu"}
+        for n in cpu_processes:
+            check.stage(
+                f"worker cpu x{n}", partial(worker_run, n, cpu_env, "default", backlog, steady_s)
+            )
         work = Path(tempfile.mkdtemp(prefix="gpu_check_"))
         built = check.stage(
             "tensorrt build", lambda: tensorrt_engines(work, tensorrt, runtime, max_batch)
@@ -273,20 +419,43 @@ def run(
             accuracy = partial(tensorrt_accuracy, engine, tensorrt, runtime)
             check.stage(f"tensorrt {precision} vs onnxruntime", accuracy)
         check.stage("onnxruntime cuda", onnxruntime_cuda)
-        check.stage("gpu decode", lambda: gpu_decode(nvimgcodec, runtime))
         check.stage("cpu baseline", cpu_baseline)
         status = 1 if any(s["status"] == "failed" for s in check.stages.values()) else 0
+        report["targets"] = targets(check.stages)
+        if report["targets"] and not all(report["targets"].values()):
+            status = status or 1
     report["exit_status"] = status
-    (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    save()
     (out / "gpu_check.md").write_text(markdown(report))
     print(markdown(report))
     return status
 
 
+def targets(stages: dict[str, dict[str, Any]]) -> dict[str, bool]:
+    """#17's targets, where their stages ran: every model served in fp32 (the default precision)
+    within TOLERANCE of the CPU, `large` at 2,000 images/s or more at its best fp32 batch, and the
+    GPU worker decode-bound (network time under 20% of decoding time). fp16's figures are
+    reported beside them, not held to the tolerance (it cannot meet it: log-densities near -8
+    are 0.008 apart in fp16)."""
+    found: dict[str, bool] = {}
+    for name, stage in stages.items():
+        if name.startswith("cuda model ") and stage["status"] == "ok":
+            found[f"{name} fp32 within {TOLERANCE:g}"] = stage["fp32"]["within_tolerance"]
+    large = stages.get("cuda model large", {})
+    if large.get("status") == "ok":
+        found["large fp32 >= 2000 images/s"] = large["fp32"]["best"]["images_per_s"] >= 2000
+    gpu = stages.get("worker gpu", {})
+    if gpu.get("status") == "ok" and gpu.get("network_over_decode") is not None:
+        found["gpu worker decode-bound (network < 20% of decode)"] = (
+            gpu["network_over_decode"] < 0.2
+        )
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("out/gpu_check"))
-    parser.add_argument("--budget-s", type=float, default=360.0)
+    parser.add_argument("--budget-s", type=float, default=400.0)
     parser.add_argument("--max-batch", type=int, default=32)
     args = parser.parse_args(argv)
     return run(args.out, args.budget_s, args.max_batch)

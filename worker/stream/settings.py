@@ -23,6 +23,7 @@ from ..backend import DEFAULT_MODEL
 from ..decode import DecodeLimits
 from ..errors import CropworkerError, SettingsError
 from ..gpu.select import BACKEND_CHOICES
+from ..gpu.torch_backend import DEFAULT_PRECISION, PRECISIONS
 
 ENV_PREFIX = "CROPWORKER_"
 _DEFAULT_LIMITS = DecodeLimits()
@@ -183,13 +184,23 @@ class Settings:
     threads: int = field(default=1, metadata=_meta("ONNX Runtime intra-op threads", int))
     backend: str = field(
         default="auto",
-        metadata=_meta("inference backend: cpu, tensorrt, or auto (tensorrt when --engine is set)"),
+        metadata=_meta(
+            "inference backend: cpu (ONNX Runtime), tensorrt (needs --engine), cuda (PyTorch on"
+            " the GPU), or auto (tensorrt when --engine is set, else cuda when PyTorch finds a"
+            " GPU, else cpu)"
+        ),
     )
     engine: Path | None = field(
         default=None,
         metadata=_meta(
             "TensorRT engine from `cropworker build-engine` (its .json beside it)", _optional_path
         ),
+    )
+    # fp16 is faster but its log-densities differ from the CPU's by up to ~0.05 (fp32: 1e-5);
+    # measured in tests/gpu/test_onnx_torch.py.
+    cuda_precision: str = field(
+        default=DEFAULT_PRECISION,
+        metadata=_meta("precision of the cuda backend: fp32 (matches the CPU) or fp16 (faster)"),
     )
     require_gpu: bool = field(
         default=False,
@@ -324,6 +335,10 @@ class Settings:
             raise SettingsError("max_poll_interval_ms must be at least session_timeout_ms")
         if self.backend not in BACKEND_CHOICES:
             raise SettingsError(f"backend must be one of {BACKEND_CHOICES}, got {self.backend!r}")
+        if self.cuda_precision not in PRECISIONS:
+            raise SettingsError(
+                f"cuda_precision must be one of {PRECISIONS}, got {self.cuda_precision!r}"
+            )
         if self.backend == "tensorrt" and self.engine is None:
             raise SettingsError("backend tensorrt needs an engine (--engine, CROPWORKER_ENGINE)")
         if not self.loop_timeout_s > self.shutdown_timeout_s:
