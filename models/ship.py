@@ -44,9 +44,11 @@ python -m cropworker_models.prune --student cache/d/student-3000.pt --multiple 1
     --out-dir cache/d/prune --report cache/d/report  # models/reports/pruning-default.*
 python -m cropworker_models.distill --init cache/d/prune/student-NM.pt --widen 8 --steps 1500 \\
     --lr 3e-4 --out cache/d/partner-final.pt  # N: the largest point <= 100 M - fast's MACs
-python -m cropworker_models.export cache/d/partner-final.pt cache/d/partner.onnx
+python -m cropworker_models.distill --init cache/d/partner-final.pt --crops 2 --steps 1500 \\
+    --lr 3e-4 --out cache/d3/partner-crops.pt  # + 2 random windows of every image
+python -m cropworker_models.export cache/d3/partner-crops.pt cache/d3/partner-crops.onnx
 python -m cropworker_models.ensemble models/zoo/default.onnx models/zoo/fast.onnx \\
-    cache/d/partner.onnx --name default --version 1
+    cache/d3/partner-crops.onnx --name default --version 2
 python -m cropworker_models.ship models/zoo/default.onnx"""
 DISTILLED = {
     "fast": "4,700 steps of 16 images in three cosine cycles of 500, 1,200 and 3,000 steps, about"
@@ -163,7 +165,9 @@ GRAPHS = {
         """Two students in one graph, their log-densities averaged (the normalised geometric mean
 of their densities): `fast` (student@5) and a second student distilled from the same teacher in
 another run (one cosine cycle of 3,000 steps with the narrow blur from the start), pruned less (to
-58 M MACs, about twice fast's cost) and fine-tuned on widths rounded up to multiples of 8. Both
+58 M MACs, about twice fast's cost), fine-tuned on widths rounded up to multiples of 8, then
+fine-tuned again on the teacher's densities over the whole images and two random windows of each
+(55-100% of each side, anywhere: the same scenes framed off-centre). Both
 are EfficientNet-Lite0's inverted-residual blocks, ImageNet-initialised, trained end to end; each
 reads out the ends of its stride-8, 16 and 32 stages by 1x1 convolutions, blurs (σ = 4.8 px), adds
 a learned centre log-prior and normalises. Different runs make different mistakes: on the dev
