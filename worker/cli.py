@@ -1,6 +1,7 @@
 """The `cropworker` command line.
 
-    cropworker crop IMAGE... [--aspect 16:9,1:1,4:5,9:16] [--json] [--saliency-dir DIR] [--draw DIR]
+    cropworker crop IMAGE... [--aspect 16:9,1:1,4:5,9:16] [--keep X,Y[,W,H]]... [--json]
+                   [--saliency-dir DIR] [--draw DIR]
     cropworker run [--brokers HOST:PORT] [--input-topic T] ...   the streaming worker (Kafka)
     cropworker demo [--samples DIR] [--out DIR] [--follow]      the worker on an embedded broker
     cropworker build-engine MODEL --out ENGINE --max-batch N [--fp16]   a TensorRT engine (GPU)
@@ -27,8 +28,8 @@ import numpy as np
 from . import crop, report
 from .backend import DEFAULT_MODEL, OnnxBackend
 from .decode import DecodedImage, decode_preview
-from .errors import CropworkerError, ImageError
-from .pipeline import Cropper, CropResult
+from .errors import CropworkerError, ImageError, KeepError
+from .pipeline import Cropper, CropRequest, CropResult
 from .stream import app, demo, logs
 from .stream import settings as stream_settings
 
@@ -57,21 +58,28 @@ class Outcome:
         return {"image": self.image, "error": {"type": code, "message": str(self.error)}}
 
 
-def run_crops(cropper: Cropper, paths: Sequence[str]) -> Iterator[Outcome]:
-    """Crop the images at `paths`, in order, decoding and inferring up to a batch at a time."""
+def run_crops(
+    cropper: Cropper, paths: Sequence[str], keep: Sequence[crop.Box] = ()
+) -> Iterator[Outcome]:
+    """Crop the images at `paths`, in order, decoding and inferring up to a batch at a time;
+    every crop must contain the `keep` regions (an image they do not fit in is an error)."""
+    request = CropRequest(keep=tuple(keep))
     for start in range(0, len(paths), cropper.max_batch):
         pending = []
         for path in paths[start : start + cropper.max_batch]:
             outcome = Outcome(path)
             try:
                 outcome.data = Path(path).read_bytes()
-                outcome.decoded = cropper.decode(outcome.data)
-            except (ImageError, OSError) as exc:
+                decoded = cropper.decode(outcome.data)
+                crop.check_keep(keep, decoded.width, decoded.height)
+                outcome.decoded = decoded
+            except (ImageError, KeepError, OSError) as exc:
                 outcome.error = exc
             pending.append(outcome)
         good = [o for o in pending if o.decoded is not None]
+        images = [o.decoded for o in good if o.decoded]
         for outcome, result in zip(
-            good, cropper.crop_decoded([o.decoded for o in good if o.decoded]), strict=True
+            good, cropper.crop_decoded(images, [request] * len(images)), strict=True
         ):
             outcome.result = result
         yield from pending
@@ -82,7 +90,8 @@ def format_text(outcome: Outcome) -> str:
         return f"{outcome.image}: error: {outcome.to_json()['error']['message']}"
     r = outcome.result
     boxes = "  ".join(f"{name} {x},{y},{w}x{h}" for name, (x, y, w, h) in r.crops.items())
-    return f"{outcome.image} {r.width}x{r.height}  {boxes}"
+    kept = "".join(f"  keep {name} {status}" for name, status in (r.keep or {}).items())
+    return f"{outcome.image} {r.width}x{r.height}  {boxes}{kept}"
 
 
 def draw(outcome: Outcome, out_dir: Path, limits: Any) -> str:
@@ -97,7 +106,7 @@ def draw(outcome: Outcome, out_dir: Path, limits: Any) -> str:
 def crop_command(args: argparse.Namespace) -> int:
     cropper = Cropper(OnnxBackend(args.model, threads=args.threads), aspects=args.aspect)
     failures, entries = 0, []
-    for outcome in run_crops(cropper, args.images):
+    for outcome in run_crops(cropper, args.images, args.keep):
         record = outcome.to_json()
         print(json.dumps(record) if args.json else format_text(outcome), flush=True)
         if outcome.result is None:
@@ -150,6 +159,13 @@ def parse_aspects(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def parse_keep(text: str) -> crop.Box:
+    try:
+        return crop.keep_region([float(v) for v in text.split(",")])
+    except ValueError as exc:  # float() of a non-number, or a KeepError
+        raise argparse.ArgumentTypeError(f"--keep takes X,Y,W,H or X,Y: {exc}") from exc
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cropworker", description="Saliency-based auto-cropping.")
     common = argparse.ArgumentParser(add_help=False)
@@ -176,6 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("crop", parents=[common], help="crop image files")
     p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument(
+        "--keep",
+        type=parse_keep,
+        action="append",
+        default=[],
+        metavar="X,Y[,W,H]",
+        help="a region every crop must contain: a box X,Y,W,H or a point X,Y in pixels of the "
+        "image as displayed (EXIF orientation applied); repeat for more; applies to each IMAGE. "
+        "Where no crop of an aspect can hold them all it holds the most of their area and says "
+        "'keep ASPECT partial' (else 'all'); a region outside the image is that image's error",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
     p.add_argument("--saliency-dir", type=Path, help="write each saliency map as STEM.npy")
     p.add_argument(

@@ -12,6 +12,7 @@
     ├── ModelError                   a model file is missing, malformed or not loadable
     ├── SettingsError                a worker setting (flag or CROPWORKER_* variable) is invalid
     ├── EventError                   an upload event is not valid JSON or breaks its schema
+    │   └── KeepError                a keep-region is malformed or outside the image as displayed
     ├── FetchError                   an image reference could not be fetched; `.attempts` made
     │   └── FetchForbiddenError      the reference is outside what the settings allow
     ├── PrepareTimeoutError          fetching and decoding one event outlasted `prepare_timeout_s`
@@ -91,6 +92,12 @@ class EventError(CropworkerError, ValueError):
     """An upload event was rejected (malformed JSON, wrong schema, invalid field)."""
 
     code = "bad_event"
+
+
+class KeepError(EventError):
+    """A keep-region is not a box [x, y, w, h] (w, h > 0) or a point [x, y] of finite numbers
+    with x, y >= 0, or it reaches outside the image as displayed, which only decoding can tell.
+    Its code stays `bad_event`: the event asked for the impossible, whenever that shows."""
 
 
 class FetchError(CropworkerError):

@@ -13,6 +13,7 @@ BENCHMARKS = ROOT / "benchmarks"
 SIBLINGS = {
     "crop_speed": ["peers"],
     "crop_quality": ["peers"],
+    "group_photos": ["peers"],
     "worker_throughput": ["crop_speed"],
     "gpu_check": ["worker_throughput"],
 }

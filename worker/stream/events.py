@@ -17,7 +17,7 @@ from importlib import resources
 from typing import Any
 
 from .. import crop
-from ..errors import CropworkerError, EventError, ImageTooLargeError
+from ..errors import CropworkerError, EventError, ImageTooLargeError, KeepError
 from ..pipeline import CropResult
 
 UPLOAD_SCHEMA = "cropworker.upload.v1"
@@ -26,6 +26,9 @@ SCHEMA_FILES = {UPLOAD_SCHEMA: "upload-event.v1.json", RESULT_SCHEMA: "crop-resu
 MAX_MEDIA_ID = 256
 MAX_URL = 4096
 MAX_ASPECTS = 16
+# Each keep-region costs next to nothing to place; the limit keeps events and their error
+# messages small, and a crop that had to keep more than a few regions would keep little else.
+MAX_KEEP = 16
 # Short enough that both numbers stay within float range: 400 nines parse as inf, and inf:inf
 # is a NaN ratio that fails the crop geometry inside the worker's loop.
 MAX_ASPECT_CHARS = 64
@@ -63,6 +66,9 @@ class UploadEvent:
     timestamp_ms: int
     image: ImageRef
     aspects: tuple[str, ...] | None = None  # None: the worker's configured aspects
+    # Whole-pixel boxes the crops must keep (crop.keep_region); () when none were given.
+    # Whether they lie inside the image is checked once it is decoded (crop.check_keep).
+    keep: tuple[crop.Box, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,7 @@ def parse_event(value: bytes | None, max_image_bytes: int) -> UploadEvent:
     ):
         raise EventError(f"timestamp_ms must be an integer from 0 to {MAX_TIMESTAMP_MS}")
     return UploadEvent(
-        media_id, timestamp, _image(doc.get("image"), max_image_bytes), _aspects(doc)
+        media_id, timestamp, _image(doc.get("image"), max_image_bytes), _aspects(doc), _keep(doc)
     )
 
 
@@ -155,6 +161,27 @@ def _aspects(doc: dict[str, Any]) -> tuple[str, ...] | None:
     return tuple(aspects)
 
 
+def _keep(doc: dict[str, Any]) -> tuple[crop.Box, ...]:
+    if "keep" not in doc:
+        return ()
+    keep = doc["keep"]
+    if not isinstance(keep, list) or not 0 < len(keep) <= MAX_KEEP:
+        raise KeepError(f"keep must be a list of 1 to {MAX_KEEP} regions")
+    regions = []
+    for i, region in enumerate(keep):
+        if not isinstance(region, list) or not all(_is_number(v) for v in region):
+            raise KeepError(f"keep[{i}] must be a box [x, y, w, h] or a point [x, y] of numbers")
+        try:
+            regions.append(crop.keep_region(region))
+        except KeepError as exc:
+            raise KeepError(f"keep[{i}]: {exc}") from exc
+    return tuple(regions)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _encodable(text: str) -> bool:
     try:
         text.encode()
@@ -170,8 +197,10 @@ def upload_event(
     data: bytes | None = None,
     url: str | None = None,
     aspects: Sequence[str] | None = None,
+    keep: Sequence[Sequence[float]] | None = None,
 ) -> bytes:
-    """An encoded upload event (for producers, the demo and tests)."""
+    """An encoded upload event (for producers, the demo and tests); `keep` as the event has it,
+    boxes [x, y, w, h] and points [x, y]."""
     if (data is None) == (url is None):
         raise ValueError("give exactly one of data and url")
     doc: dict[str, Any] = {"schema": UPLOAD_SCHEMA, "media_id": media_id}
@@ -182,6 +211,8 @@ def upload_event(
         doc["image"] = {"data_b64": base64.b64encode(data or b"").decode()}
     if aspects is not None:
         doc["aspects"] = list(aspects)
+    if keep is not None:
+        doc["keep"] = [list(region) for region in keep]
     return json.dumps(doc).encode()
 
 
@@ -192,8 +223,9 @@ def result_message(
     source: Source,
     processed_at_ms: int,
 ) -> bytes:
-    """The output message for one upload (see crop-result.v1.json)."""
-    doc = {
+    """The output message for one upload (see crop-result.v1.json). `crops` are the boxes to
+    write (the worker's are `result.crops`); `keep` comes with `result.keep`."""
+    doc: dict[str, Any] = {
         "schema": RESULT_SCHEMA,
         "media_id": event.media_id,
         "width": result.width,
@@ -206,6 +238,8 @@ def result_message(
         "latency_ms": processed_at_ms - event.timestamp_ms,
         "source": {"topic": source.topic, "partition": source.partition, "offset": source.offset},
     }
+    if result.keep is not None:
+        doc["keep"] = result.keep
     return json.dumps(doc, separators=(",", ":")).encode()
 
 

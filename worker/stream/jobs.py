@@ -16,6 +16,7 @@ from typing import Any
 
 from confluent_kafka import Message
 
+from ..crop import check_keep
 from ..decode import DecodedImage
 from ..errors import CropworkerError, FetchError, InternalError
 from ..pipeline import Cropper
@@ -97,9 +98,13 @@ def prepare(
         start = clock()
         data, job.attempts = fetcher.fetch(job.event.image)
         decoding = clock()
-        job.decoded = cropper.decode(data)
+        decoded = cropper.decode(data)
         metrics.fetch.observe(decoding - start)
         metrics.decode.observe(clock() - decoding)
+        # The first moment the size as displayed is known; rejected here, the dead letter still
+        # carries the original message.
+        check_keep(job.event.keep, decoded.width, decoded.height)
+        job.decoded = decoded
     except CropworkerError as exc:
         job.error_type, job.error_message = exc.code, str(exc)
         if isinstance(exc, FetchError):

@@ -34,9 +34,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from .. import crop
 from ..errors import BrokerError, PrepareTimeoutError, PublishError
-from ..pipeline import Cropper, CropResult
+from ..pipeline import Cropper, CropRequest, CropResult
 from .batcher import Batch, MicroBatcher
 from .events import UploadEvent, dead_letter_headers, result_message
 from .fetch import Fetcher, FetchPolicy
@@ -263,22 +262,19 @@ class Worker:
         self.metrics.batch_wait.observe(batch.waited_s)
         start = self._clock()
         images = [job.decoded for job in batch.items if job.decoded is not None]
-        assert len(images) == len(batch.items)
-        results = self.cropper.crop_decoded(images)
+        events = [job.event for job in batch.items if job.event is not None]
+        assert len(images) == len(events) == len(batch.items)
+        # Each event's own aspects and keep-regions, so its crops are placed once, here.
+        requests = [CropRequest(event.aspects, event.keep) for event in events]
+        results = self.cropper.crop_decoded(images, requests)
         self.metrics.inference.observe(self._clock() - start)
         processed_at = self._wall_ms()
-        for job, result in zip(batch.items, results, strict=True):
-            event = job.event
-            assert event is not None
+        for job, event, result in zip(batch.items, events, results, strict=True):
             job.decoded = None
             self._account(job)
-            crops = result.crops
-            if event.aspects is not None:
-                asked = {name: crop.parse_aspect(name) for name in event.aspects}
-                crops = crop.crops(result.saliency, result.width, result.height, asked)
             if self._on_result is not None:
                 self._on_result(event, result)
-            value = result_message(event, result, crops, job.source, processed_at)
+            value = result_message(event, result, result.crops, job.source, processed_at)
             headers = [("content-type", b"application/json")]
             key = event.media_id.encode()
             self._publisher.send(
