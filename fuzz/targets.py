@@ -14,7 +14,7 @@ import numpy as np
 
 from cropworker import crop
 from cropworker.decode import NETWORK_STRIDE, DecodeLimits, decode_image
-from cropworker.errors import EventError, ImageError, ImageTooLargeError
+from cropworker.errors import EventError, ImageError, ImageTooLargeError, KeepError
 from cropworker.pipeline import CropResult
 from cropworker.probe import probe
 from cropworker.stream.events import Source, UploadEvent, parse_event, result_message
@@ -52,7 +52,10 @@ def check_event(data: bytes) -> None:
         event = parse_event(data, EVENT_IMAGE_LIMIT)
     except (EventError, ImageTooLargeError):
         return
-    answer(event)
+    try:
+        answer(event)
+    except KeepError:  # a region outside the image as decoded: dead-lettered as bad_event
+        return
 
 
 def answer(event: UploadEvent) -> dict[str, object]:
@@ -61,12 +64,13 @@ def answer(event: UploadEvent) -> dict[str, object]:
     width, height = _RESULT_SIZE
     saliency = np.full((8, 8), 1 / 64, np.float32)
     asked = {name: crop.parse_aspect(name) for name in event.aspects or crop.DEFAULT_ASPECTS}
-    boxes = crop.crops(saliency, width, height, asked)
+    crop.check_keep(event.keep, width, height)  # raises KeepError, as the worker would
+    boxes = crop.crops(saliency, width, height, asked, event.keep)
     for x, y, w, h in boxes.values():
         assert min(x, y) >= 0 and min(w, h) >= 1 and x + w <= width and y + h <= height
     result = CropResult(width, height, saliency, boxes, [], "fuzz@1")
     event.media_id.encode()  # the result's Kafka key
     doc: dict[str, object] = json.loads(
-        result_message(event, result, boxes, Source("uploads", 0, 0), processed_at_ms=1)
+        result_message(event, result, Source("uploads", 0, 0), processed_at_ms=1)
     )
     return doc

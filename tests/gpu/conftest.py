@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,15 @@ def engine_file(built_engine: Path, tmp_path: Path) -> Path:
     shutil.copy(built_engine, out)
     shutil.copy(sidecar_path(built_engine), sidecar_path(out))
     return out
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread() -> Iterator[None]:
+    """PyTorch's CPU thread pool on a busy machine runs 100x slower than one thread; ONNX
+    Runtime, the reference, runs on one too. For the modules that run PyTorch on the CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

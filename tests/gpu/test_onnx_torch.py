@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
@@ -25,16 +26,6 @@ FP32_TOLERANCE = 1e-4
 FP16_TOLERANCE = 0.1
 GPU_TOLERANCE = 1e-3  # the target of the GPU path, which fp16 misses
 SAMPLES = Path(__file__).parents[2] / "samples"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """PyTorch's CPU thread pool on a busy machine runs 100x slower than one thread; ONNX
-    Runtime, the reference, runs on one too."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module", params=shipped_models())

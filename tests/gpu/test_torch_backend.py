@@ -4,7 +4,6 @@ mechanics (graphs, pinned buffers, streams) against the fake in torch_fakes.py."
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 from cropworker.backend import OnnxBackend  # noqa: E402
 from cropworker.errors import CudaError, GpuOutOfMemoryError, GpuUnavailableError  # noqa: E402
@@ -30,16 +30,6 @@ from .torch_fakes import FakeCuda, FakeTorch  # noqa: E402
 
 SAMPLES = Path(__file__).parents[2] / "samples"
 PHOTOS = ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "eyecrowd_003.jpg", "rocket.jpg"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """PyTorch's CPU thread pool on a busy machine runs 100x slower than one thread; ONNX
-    Runtime, the reference, runs on one too."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def noise(shape: tuple[int, ...], seed: int) -> np.ndarray:

@@ -109,12 +109,12 @@ def test_result_message_matches_the_schema() -> None:
         width=640,
         height=480,
         saliency=np.full((12, 16), 1 / 192, np.float32),
-        crops={"16:9": (0, 60, 640, 360)},
+        crops={"1:1": (80, 0, 480, 480)},
         salient_points=[(320, 240, 1.0), (10, 10, 0.25)],
         model="vanilla@1",
     )
     event = UploadEvent("m-1", 1000, InlineImage(b""))
-    value = result_message(event, result, {"1:1": (80, 0, 480, 480)}, Source("up", 2, 41), 1250)
+    value = result_message(event, result, Source("up", 2, 41), 1250)
     doc = json.loads(value)
     jsonschema.validate(doc, schema(RESULT_SCHEMA))
     assert doc["crops"] == {"1:1": [80, 0, 480, 480]}

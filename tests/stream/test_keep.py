@@ -111,7 +111,7 @@ def result(keep: dict[str, Any] | None) -> CropResult:
 def test_result_message_says_what_was_kept() -> None:
     ask = UploadEvent("m-1", 1000, InlineImage(b""), keep=((600, 10, 30, 30),))
     kept = result({"16:9": "all", "1:1": "partial"})
-    doc = json.loads(result_message(ask, kept, kept.crops, Source("up", 0, 1), 1250))
+    doc = json.loads(result_message(ask, kept, Source("up", 0, 1), 1250))
     jsonschema.validate(doc, schema(RESULT_SCHEMA))
     assert doc["keep"] == {"16:9": "all", "1:1": "partial"}
     validator = jsonschema.Draft202012Validator(schema(RESULT_SCHEMA))
@@ -146,7 +146,7 @@ def test_messages_without_keep_stay_valid() -> None:
     }
     jsonschema.validate(old_result, schema(RESULT_SCHEMA))
     plain = UploadEvent("m-1", 1000, InlineImage(b""))
-    doc = json.loads(result_message(plain, result(None), {}, Source("up", 0, 1), 1250))
+    doc = json.loads(result_message(plain, result(None), Source("up", 0, 1), 1250))
     assert "keep" not in doc
     assert "keep" not in schema(UPLOAD_SCHEMA)["required"]
     assert "keep" not in schema(RESULT_SCHEMA)["required"]

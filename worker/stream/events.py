@@ -219,18 +219,17 @@ def upload_event(
 def result_message(
     event: UploadEvent,
     result: CropResult,
-    crops: dict[str, crop.Box],
     source: Source,
     processed_at_ms: int,
 ) -> bytes:
-    """The output message for one upload (see crop-result.v1.json). `crops` are the boxes to
-    write (the worker's are `result.crops`); `keep` comes with `result.keep`."""
+    """The output message for one upload (see crop-result.v1.json): the result's crops (placed
+    for the event's own aspects and keep-regions, by the pipeline) and what they kept."""
     doc: dict[str, Any] = {
         "schema": RESULT_SCHEMA,
         "media_id": event.media_id,
         "width": result.width,
         "height": result.height,
-        "crops": {name: list(box) for name, box in crops.items()},
+        "crops": {name: list(box) for name, box in result.crops.items()},
         "salient_points": [list(p) for p in result.salient_points],
         "model": result.model,
         "timestamp_ms": event.timestamp_ms,

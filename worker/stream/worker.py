@@ -274,7 +274,7 @@ class Worker:
             self._account(job)
             if self._on_result is not None:
                 self._on_result(event, result)
-            value = result_message(event, result, result.crops, job.source, processed_at)
+            value = result_message(event, result, job.source, processed_at)
             headers = [("content-type", b"application/json")]
             key = event.media_id.encode()
             self._publisher.send(
