@@ -94,9 +94,10 @@ def format_text(outcome: Outcome) -> str:
     return f"{outcome.image} {r.width}x{r.height}  {boxes}{kept}"
 
 
-def draw(outcome: Outcome, out_dir: Path, limits: Any) -> str:
+def draw(outcome: Outcome, out_dir: Path, limits: Any, keep: Sequence[crop.Box] = ()) -> str:
     assert outcome.result is not None
-    picture = report.render(decode_preview(outcome.data, PREVIEW_SIDE, limits), outcome.result)
+    preview = decode_preview(outcome.data, PREVIEW_SIDE, limits)
+    picture = report.render(preview, outcome.result, keep)
     name = f"{Path(outcome.image).stem}.jpg"
     out_dir.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out_dir / name), picture, [cv2.IMWRITE_JPEG_QUALITY, 88])
@@ -116,7 +117,9 @@ def crop_command(args: argparse.Namespace) -> int:
             args.saliency_dir.mkdir(parents=True, exist_ok=True)
             np.save(args.saliency_dir / f"{Path(outcome.image).stem}.npy", outcome.result.saliency)
         if args.draw:
-            entries.append((outcome.image, draw(outcome, args.draw, cropper.limits), record))
+            entries.append(
+                (outcome.image, draw(outcome, args.draw, cropper.limits, args.keep), record)
+            )
     if args.draw and entries:
         print(f"report: {report.write_html(args.draw, entries)}", file=sys.stderr)
     if failures:

@@ -11,16 +11,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .crop import Box
 from .decode import DecodedImage
 from .pipeline import CropResult
 
 HEAT_OPACITY = 0.45
 # One colour per aspect (BGR), in the order the aspects are listed; cycles if there are more.
 BOX_COLOURS = ((255, 255, 255), (0, 215, 255), (80, 220, 80), (255, 120, 40), (200, 80, 255))
+KEEP_COLOUR = (255, 0, 255)  # keep-regions: magenta, filled thinly so they read apart from crops
 
 
-def render(preview: DecodedImage, result: CropResult) -> np.ndarray:
-    """BGR picture: `preview` (any size, same aspect as the original) with the result drawn on."""
+def render(preview: DecodedImage, result: CropResult, keep: Sequence[Box] = ()) -> np.ndarray:
+    """BGR picture: `preview` (any size, same aspect as the original) with the result drawn on,
+    and the `keep` regions asked for (boxes, and points as 1x1 boxes) marked."""
     bgr = cv2.cvtColor(preview.rgb, cv2.COLOR_RGB2BGR)
     h, w = bgr.shape[:2]
     sx, sy = w / result.width, h / result.height
@@ -49,6 +52,16 @@ def render(preview: DecodedImage, result: CropResult) -> np.ndarray:
         )
     for x, y, _ in result.salient_points:
         cv2.circle(out, (round(x * sx), round(y * sy)), thickness * 3, (0, 255, 0), thickness)
+    for x, y, bw, bh in keep:
+        p0 = (round(x * sx), round(y * sy))
+        if bw == 1 and bh == 1:  # a point
+            cv2.drawMarker(out, p0, KEEP_COLOUR, cv2.MARKER_CROSS, thickness * 8, thickness)
+            continue
+        p1 = (round((x + bw) * sx) - 1, round((y + bh) * sy) - 1)
+        shade = out.copy()
+        cv2.rectangle(shade, p0, p1, KEEP_COLOUR, cv2.FILLED)
+        out = cv2.addWeighted(out, 0.75, shade, 0.25, 0)
+        cv2.rectangle(out, p0, p1, KEEP_COLOUR, thickness)
     return out
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given
@@ -237,6 +239,23 @@ def test_crop_with_a_region_outside_the_image_is_that_images_error(
     error = json.loads(capsys.readouterr().out)["error"]
     assert error["type"] == "bad_event"
     assert "outside the 451x300 image" in error["message"]
+
+
+def test_drawn_picture_marks_the_keep_regions(tmp_path: Path) -> None:
+    def magenta(picture: np.ndarray) -> np.ndarray:  # BGR pixels drawn in the keep colour
+        b, g, r = (picture[..., i].astype(int) for i in range(3))
+        return (b > 200) & (r > 200) & (g < 80)
+
+    pictures = []
+    for name, keep in (("plain", []), ("kept", ["--keep", "300,60,100,80", "--keep", "40,250"])):
+        assert main(["crop", CHELSEA, "--draw", str(tmp_path / name), *keep]) == 0
+        pictures.append(cv2.imread(str(tmp_path / name / "chelsea.jpg")))
+    plain, kept = (magenta(p) for p in pictures)
+    assert plain.sum() < 20  # nothing of the sort in the photo and heat map alone
+    edge = kept[58:63, 300:400]  # the box's top edge (JPEG blurs it by a pixel or two)
+    assert edge.any(axis=0).mean() > 0.9
+    assert kept[240:260, 30:50].sum() > 10  # the point's cross
+    assert not kept[:, :250].any(axis=0)[60:230].any()  # nothing drawn elsewhere
 
 
 @pytest.mark.parametrize("text", ["1,2,3", "a,b", "10,10,0,5", "-1,4", ""])
