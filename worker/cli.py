@@ -9,6 +9,11 @@
 `crop`: a bad image gives an error line for that image (and a non-zero exit status at the end);
 the other images are still processed. `run` and `demo` take every setting of
 `cropworker.stream.settings.Settings` as a flag and as a `CROPWORKER_*` environment variable.
+
+Each command reads only its own variables (`crop`: CROPWORKER_MODEL, _THREADS, _ASPECTS), so a
+bad variable of the streaming worker cannot break `crop`; a bad value is one error line naming
+the variable, exit status 2. Only `run` and `demo` import the streaming worker, and with it the
+Kafka client library.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,20 +30,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from . import crop, report
+from . import crop, env, report
 from .backend import DEFAULT_MODEL, OnnxBackend
 from .decode import DecodedImage, decode_preview
 from .errors import CropworkerError, ImageError, KeepError
 from .pipeline import Cropper, CropRequest, CropResult
-from .stream import app, demo, logs
-from .stream import settings as stream_settings
 
 PREVIEW_SIDE = 960
 EXIT_IMAGE_ERRORS = 1
-
-
-def _env(name: str, default: str) -> str:
-    return stream_settings.env(name, default)
 
 
 @dataclass
@@ -128,12 +127,18 @@ def crop_command(args: argparse.Namespace) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from .stream import app, logs
+    from .stream import settings as stream_settings
+
     settings = stream_settings.from_namespace(args)
     logs.configure(settings.log_format, settings.log_level)
     return app.serve(settings)
 
 
 def demo_command(args: argparse.Namespace) -> int:
+    from .stream import demo, logs
+    from .stream import settings as stream_settings
+
     settings = stream_settings.from_namespace(args)
     logs.configure(settings.log_format, settings.log_level)
     return demo.run_demo(settings)
@@ -157,7 +162,7 @@ def build_engine_command(args: argparse.Namespace) -> int:
 
 def parse_aspects(text: str) -> list[str]:
     try:
-        return list(stream_settings.parse_aspects(text))
+        return list(env.parse_aspects(text))
     except CropworkerError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
@@ -169,31 +174,26 @@ def parse_keep(text: str) -> crop.Box:
         raise argparse.ArgumentTypeError(f"--keep takes X,Y,W,H or X,Y: {exc}") from exc
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cropworker", description="Saliency-based auto-cropping.")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+def _crop_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
         "--model",
-        default=_env("MODEL", DEFAULT_MODEL),
+        default=env.read("MODEL", str, DEFAULT_MODEL),
         help="fast, default or large (the ladder, by cost), vanilla, or an .onnx path; student "
         "is fast (env CROPWORKER_MODEL; default %(default)s)",
     )
-    common.add_argument(
+    p.add_argument(
         "--threads",
         type=int,
-        default=int(_env("THREADS", "1")),
+        default=env.read("THREADS", int, 1),
         help="inference threads (env CROPWORKER_THREADS; default %(default)s)",
     )
-    common.add_argument(
+    aspects: tuple[str, ...] = env.read("ASPECTS", env.parse_aspects, crop.DEFAULT_ASPECTS)
+    p.add_argument(
         "--aspect",
         type=parse_aspects,
-        default=parse_aspects(_env("ASPECTS", ",".join(crop.DEFAULT_ASPECTS))),
-        help="comma-separated W:H list (env CROPWORKER_ASPECTS; default "
-        + ",".join(crop.DEFAULT_ASPECTS)
-        + ")",
+        default=list(aspects),
+        help=f"comma-separated W:H list (env CROPWORKER_ASPECTS; default {','.join(aspects)})",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("crop", parents=[common], help="crop image files")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument(
         "--keep",
@@ -211,49 +211,89 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--draw", type=Path, help="write pictures with heat map and boxes, and index.html"
     )
-    p.set_defaults(func=crop_command)
-    r = sub.add_parser(
-        "run", help="the streaming worker: consume upload events, publish crop results"
-    )
-    stream_settings.add_arguments(r, stream_settings.Settings.from_env())
-    r.set_defaults(func=run_command)
-    d = sub.add_parser(
-        "demo",
-        help="the worker on an embedded broker: upload the samples, print results, write a report",
-    )
-    demo_defaults = stream_settings.Settings.from_env(**stream_settings.DEMO_DEFAULTS)
-    stream_settings.add_arguments(d, demo_defaults, demo=True)
-    d.set_defaults(func=demo_command)
-    e = sub.add_parser(
-        "build-engine",
-        help="compile an ONNX model into a TensorRT engine and its sidecar (needs a GPU and the "
-        "full tensorrt package)",
-    )
-    e.add_argument("onnx", metavar="MODEL", help="an .onnx path or a shipped model name")
-    e.add_argument("--out", type=Path, required=True, metavar="ENGINE", help="engine file")
-    e.add_argument("--max-batch", type=int, required=True, help="largest micro-batch")
-    e.add_argument("--opt-batch", type=int, help="batch to tune for (default: --max-batch)")
-    e.add_argument("--fp16", action="store_true", help="build from an FP16 conversion")
-    e.add_argument(
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    from .stream import settings as stream_settings
+
+    stream_settings.add_arguments(p, stream_settings.Settings.from_env())
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    from .stream import settings as stream_settings
+
+    defaults = stream_settings.Settings.from_env(**stream_settings.DEMO_DEFAULTS)
+    stream_settings.add_arguments(p, defaults, demo=True)
+
+
+def _build_engine_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("onnx", metavar="MODEL", help="an .onnx path or a shipped model name")
+    p.add_argument("--out", type=Path, required=True, metavar="ENGINE", help="engine file")
+    p.add_argument("--max-batch", type=int, required=True, help="largest micro-batch")
+    p.add_argument("--opt-batch", type=int, help="batch to tune for (default: --max-batch)")
+    p.add_argument("--fp16", action="store_true", help="build from an FP16 conversion")
+    p.add_argument(
         "--timing-cache", type=Path, help="default: tensorrt-timing.cache next to the engine"
     )
-    e.add_argument("--workspace-mib", type=int, help="builder workspace limit")
-    e.add_argument(
+    p.add_argument("--workspace-mib", type=int, help="builder workspace limit")
+    p.add_argument(
         "--no-version-compatible",
         dest="version_compatible",
         action="store_false",
         help="a plan only this exact TensorRT can load (not the lean runtime)",
     )
-    e.set_defaults(func=build_engine_command)
+
+
+Command = Callable[[argparse.Namespace], int]
+# name: (help, adds its arguments, runs it)
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Command]] = {
+    "crop": ("crop image files", _crop_arguments, crop_command),
+    "run": (
+        "the streaming worker: consume upload events, publish crop results",
+        _run_arguments,
+        run_command,
+    ),
+    "demo": (
+        "the worker on an embedded broker: upload the samples, print results, write a report",
+        _demo_arguments,
+        demo_command,
+    ),
+    "build-engine": (
+        "compile an ONNX model into a TensorRT engine and its sidecar (needs a GPU and the full "
+        "tensorrt package)",
+        _build_engine_arguments,
+        build_engine_command,
+    ),
+}
+
+
+def build_parser(command: str | None) -> argparse.ArgumentParser:
+    """The parser of every command, with the arguments of `command` only. Flag defaults come
+    from `CROPWORKER_*` variables, so only the chosen command's variables are read: a bad one
+    of another command cannot break it, and only `run` and `demo` load the streaming worker."""
+    parser = argparse.ArgumentParser(prog="cropworker", description="Saliency-based auto-cropping.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_arguments, func) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        if name == command:
+            add_arguments(p)
+        p.set_defaults(func=func)
     return parser
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command `argv` names: its first word that is not an option (the top level has no
+    option that takes a value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(command_of(argv)).parse_args(argv)
         code: int = args.func(args)
     except CropworkerError as exc:
         print(f"cropworker: {exc}", file=sys.stderr)

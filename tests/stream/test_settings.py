@@ -70,6 +70,9 @@ def test_inconsistent_values_are_rejected() -> None:
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(SettingsError, match="prepare_timeout_s"):
             Settings(prepare_timeout_s=bad)
+    for bad in (-1.0, float("nan")):  # the micro-batcher would refuse it at start-up
+        with pytest.raises(SettingsError, match="max_wait_ms"):
+            Settings(max_wait_ms=bad)
     with pytest.raises(SettingsError, match="loop_timeout_s"):
         Settings(shutdown_timeout_s=30, loop_timeout_s=30)  # a drain would look like a hang
     with pytest.raises(SettingsError, match="assignor"):

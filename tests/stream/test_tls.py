@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
 
 from cropworker.stream.settings import Settings
 
@@ -127,3 +128,31 @@ def test_the_client_certificate_is_presented_for_mutual_tls(server: TlsServer, p
         ssl_key_location=str(pki.client_key),
     )
     assert outcome == "ok client"
+
+
+@pytest.mark.parametrize("client", ["admin", "reader"])
+def test_the_demos_own_clients_present_the_client_certificate(
+    server: TlsServer, pki: Pki, client: str
+) -> None:
+    """`cropworker demo --brokers` on a TLS broker: besides the worker's clients (and its
+    uploader, a producer as above) it makes an admin client to create the topics and a reader
+    of the results; both must come with the CA and the client certificate."""
+    settings = Settings(
+        brokers=server.address,
+        security_protocol="ssl",
+        ssl_ca_location=str(pki.ca),
+        ssl_certificate_location=str(pki.client_cert),
+        ssl_key_location=str(pki.client_key),
+    )
+    quick = {"socket.connection.setup.timeout.ms": 3000}
+    made: AdminClient | Consumer
+    if client == "admin":
+        made = AdminClient({**settings.admin_config(), **quick})
+    else:
+        made = Consumer({**settings.reader_config("reader"), **quick})
+    for _ in range(30):
+        made.poll(0.1)
+        if server.outcomes:
+            break
+    del made
+    assert server.outcomes[:1] == ["ok client"]

