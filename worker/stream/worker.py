@@ -18,12 +18,17 @@ has, the worker reports itself not live, to be restarted. On revocation the work
 what it holds, flushes and commits before giving the partitions up; on loss (a session timeout,
 or a batch longer than `max_poll_interval_ms`) it drops their work uncommitted. `stop()`
 (SIGTERM) stops consuming, drains, flushes, commits and closes within `shutdown_timeout_s`.
+
+The decisions are pure parts fed the time, each tested without a broker: admission and
+backpressure (inflight.py), the poll wait, the watchdog's timing and the commit interval
+(schedule.py), batching (batcher.py) and which offsets may be committed (offsets.py). A job's
+progress is a typed state (jobs.py). `Worker` holds what is injected; each `run()` creates a
+`_Loop` that owns the consumer, the publisher and the decode pool, so none is ever missing.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import json
 import logging
 import queue
@@ -39,23 +44,19 @@ from ..pipeline import Cropper, CropRequest, CropResult
 from .batcher import Batch, MicroBatcher
 from .events import UploadEvent, dead_letter_headers, result_message
 from .fetch import Fetcher, FetchPolicy
-from .jobs import Job, prepare
+from .inflight import Flow, InFlight
+from .jobs import Cropped, Job, Prepared, Rejected, prepare
 from .logs import fields
 from .metrics import Health, WorkerMetrics
 from .offsets import OffsetTracker, PartitionKey, Ticket
 from .pool import DecodePool
 from .publish import Outgoing, ProducerLike, Publisher
+from .schedule import Commits, Watchdog, poll_wait
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-# How long one consume() may block: long when idle (callbacks are still served), short while
-# images are being decoded or results await acknowledgement (their completion does not wake it).
-IDLE_POLL_S = 0.1
-BUSY_POLL_S = 0.002
-WATCHDOG_INTERVAL_S = 0.5  # how often overdue fetches and decodes are looked for
-RESULT, DEAD_LETTER = "result", "dead_letter"
-Delivery = tuple[Job, str]  # the job and what was sent for it: RESULT or DEAD_LETTER
+Outcome = concurrent.futures.Future[Prepared | Rejected]  # what the decode pool makes of a job
 
 
 def _wall_ms() -> int:
@@ -85,44 +86,53 @@ class Worker:
         self.health = health or Health(loop_timeout_s=settings.loop_timeout_s, clock=clock)
         self.metrics.watch(self.health)
         self.fetcher = fetcher or Fetcher(FetchPolicy.from_settings(settings))
-        self._consumer_factory = consumer_factory
-        self._producer_factory = producer_factory
-        self._clock = clock
-        self._wall_ms = wall_ms
-        self._on_result = on_result
-        self._stop = threading.Event()
-        self._tracker = OffsetTracker()
-        self._batcher: MicroBatcher[tuple[int, ...], Job] = MicroBatcher(
-            settings.max_batch, settings.max_wait_ms / 1000
-        )
-        self._done: queue.SimpleQueue[concurrent.futures.Future[Job]] = queue.SimpleQueue()
-        self._pending: dict[concurrent.futures.Future[Job], Job] = {}
-        self._in_flight = 0
-        self._in_flight_bytes = 0
-        self._paused = False
-        self._commit_due = False
-        self._last_commit = float("-inf")
-        self._next_watchdog = float("-inf")
-        self._abandon = False  # set when the loop dies: revocation then commits nothing
-        self._deadline: float | None = None  # set at stop(): bounds every drain that follows
-        self._fatal: BrokerError | None = None
-        self._consumer: Consumer | None = None
-        self._assigned: set[PartitionKey] = set()
+        self.consumer_factory = consumer_factory
+        self.producer_factory = producer_factory
+        self.clock = clock
+        self.wall_ms = wall_ms
+        self.on_result = on_result
+        self.stopping = threading.Event()
 
     def stop(self) -> None:
         """Ask the loop to drain and exit (safe from a signal handler or another thread)."""
-        self._stop.set()
+        self.stopping.set()
+
+    def run(self) -> None:
+        """Consume, crop and publish until `stop()`; then drain, commit and leave the group."""
+        _Loop(self).run()
+
+
+class _Loop:
+    """One run of a worker: its consumer, publisher and decode pool, and what is in flight."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.settings = s = worker.settings
+        self.metrics, self.health, self.clock = worker.metrics, worker.health, worker.clock
+        self._tracker = OffsetTracker()
+        self._batcher: MicroBatcher[tuple[int, ...], Job] = MicroBatcher(
+            s.max_batch, s.max_wait_ms / 1000
+        )
+        self._in_flight: InFlight[Ticket] = InFlight(
+            s.max_in_flight, s.max_in_flight_bytes, s.max_message_bytes
+        )
+        self._watchdog = Watchdog(s.prepare_timeout_s, s.decode_threads)
+        self._commits = Commits(s.commit_interval_ms / 1000)
+        self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._pending: dict[Outcome, Job] = {}
+        self._abandon = False  # set when the loop dies: revocation then commits nothing
+        self._deadline: float | None = None  # set at stop(): bounds every drain that follows
+        self._fatal: BrokerError | None = None
+        self._assigned: set[PartitionKey] = set()
+        self.pool = DecodePool(s.decode_threads, "cropworker-decode", self.clock)
+        self.publisher: Publisher[Job] = Publisher(self._new_producer, self._delivered, self.clock)
+        self.consumer = worker.consumer_factory(self._consumer_config())
 
     def run(self) -> None:
         s = self.settings
-        self._pool = pool = DecodePool(s.decode_threads, "cropworker-decode", self._clock)
-        self._publisher: Publisher[Delivery] = Publisher(
-            self._new_producer, self._delivered, self._clock
-        )
-        self._consumer = consumer = self._consumer_factory(self._consumer_config())
         completed = False
         try:
-            consumer.subscribe(
+            self.consumer.subscribe(
                 [s.input_topic],
                 on_assign=self._on_assign,
                 on_revoke=self._on_revoke,
@@ -131,58 +141,43 @@ class Worker:
             self.health.beat()
             self.health.running = True
             log.info("worker running", extra=fields(settings=s.describe()))
-            while not self._stop.is_set():
-                self._step(pool)
-            self._deadline = self._clock() + s.shutdown_timeout_s
+            while not self.worker.stopping.is_set():
+                self._step()
+            self._deadline = self.clock() + s.shutdown_timeout_s
             self._drain(self._deadline)
             self._commit_now()
             completed = True
         finally:
             self._abandon = not completed
             self.health.running = False
-            consumer.close()  # revokes (nothing left to drain) and leaves the group
-            pool.shutdown()
-            log.info("worker stopped", extra=fields(unacknowledged=self._publisher.unacknowledged))
+            self.consumer.close()  # revokes (nothing left to drain) and leaves the group
+            self.pool.shutdown()
+            log.info("worker stopped", extra=fields(unacknowledged=self.publisher.unacknowledged))
 
     # The loop -------------------------------------------------------------------------------
 
-    def _step(self, pool: DecodePool) -> None:
-        consumer = self._consumer
-        assert consumer is not None
+    def _step(self) -> None:
         self.health.beat()
-        for message in consumer.consume(self._room(), self._wait_time()):
-            self._accept(message, pool)
+        for message in self.consumer.consume(self._in_flight.room(), self._wait_time()):
+            self._accept(message)
         if self._fatal is not None:
             raise self._fatal
-        now = self._clock()
-        self._watchdog(now)
+        now = self.clock()
+        self._watch(now)
         self._collect(now)
         if batch := self._batcher.pop_ready(now):
             self._run_batch(batch)
-        self._publisher.poll(0)
-        if self._commit_due and now - self._last_commit >= self.settings.commit_interval_ms / 1e3:
+        self.publisher.poll(0)
+        if self._commits.due(now):
             self._commit_async(now)
         self._backpressure()
 
-    def _room(self) -> int:
-        """Messages the next consume() may return, from both limits, counting each message at
-        the largest size it may have; at least one, so that the worker always makes progress."""
-        s = self.settings
-        by_count = s.max_in_flight - self._in_flight
-        by_bytes = (s.max_in_flight_bytes - self._in_flight_bytes) // s.max_message_bytes
-        return max(1, min(by_count, by_bytes))
-
     def _wait_time(self) -> float:
-        due = self._batcher.next_deadline()
-        now = self._clock()
-        if not self._done.empty() or (due is not None and due <= now):
-            return 0.0
-        wait = IDLE_POLL_S if due is None else min(IDLE_POLL_S, due - now)
-        if self._pending or self._publisher.unacknowledged:
-            wait = min(wait, BUSY_POLL_S)
-        return wait
+        busy = bool(self._pending) or self.publisher.unacknowledged > 0
+        ready = not self._done.empty()
+        return poll_wait(self.clock(), self._batcher.next_deadline(), ready=ready, busy=busy)
 
-    def _accept(self, message: Message, pool: DecodePool) -> None:
+    def _accept(self, message: Message) -> None:
         err = message.error()
         if err is not None:
             self._kafka_error(err)
@@ -190,17 +185,15 @@ class Worker:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         assert topic is not None and partition is not None and offset is not None
         job = Job.from_message(message, self._tracker.track(topic, partition, offset))
-        self._in_flight += 1
-        self.metrics.in_flight.set(self._in_flight)
-        self._account(job)
-        future = pool.submit(
+        self._hold(job)
+        future = self.pool.submit(
             prepare,
             job,
             max_image_bytes=self.settings.max_image_bytes,
-            fetcher=self.fetcher,
-            cropper=self.cropper,
+            fetcher=self.worker.fetcher,
+            cropper=self.worker.cropper,
             metrics=self.metrics,
-            clock=self._clock,
+            clock=self.clock,
         )
         self._pending[future] = job
         future.add_done_callback(self._done.put)
@@ -211,187 +204,171 @@ class Worker:
                 future = self._done.get_nowait()
             except queue.Empty:
                 return
-            if self._pending.pop(future, None) is None:
+            job = self._pending.pop(future, None)
+            if job is None:
                 continue  # abandoned by the watchdog: already dead-lettered
-            job = future.result()
+            outcome = future.result()
             if not self._tracker.is_current(job.ticket):
-                self._finish(job)  # its partition was lost or revoked meanwhile
-            elif job.error_type:
-                job.drop_image()
-                self._account(job)
-                self._dead_letter(job)
+                self._release(job)  # its partition was lost or revoked meanwhile
+            elif isinstance(outcome, Rejected):
+                self._reject(job, outcome)
             else:
-                assert job.decoded is not None
-                job.release_payload()  # decoded: the encoded bytes need not stay in memory
-                self._account(job)
-                self._batcher.add(job.decoded.rgb.shape, job, now)
+                job.prepared(outcome)
+                self._hold(job)
+                self._batcher.add(outcome.image.rgb.shape, job, now)
 
-    def _watchdog(self, now: float) -> None:
+    def _watch(self, now: float) -> None:
         """Dead-letter the events whose fetch and decode outlasted `prepare_timeout_s`, and
-        leave their threads behind. The dead letter is a copy of the job: the stuck thread may
-        still write to the original, which nobody reads again."""
-        if now < self._next_watchdog:
+        leave their threads behind (what such a thread returns, if ever, is not looked at)."""
+        started_before = self._watchdog.due(now)
+        if started_before is None:
             return
-        self._next_watchdog = now + WATCHDOG_INTERVAL_S
-        timeout = self.settings.prepare_timeout_s
-        for future in self._pool.overdue(now - timeout):
+        for future in self.pool.overdue(started_before):
             job = self._pending.pop(future, None)
             if job is None:
                 continue
-            self._pool.abandon(future)
-            message = f"fetching and decoding took over {timeout:g} s; given up"
-            letter = dataclasses.replace(job, decoded=None)
-            letter.error_type, letter.error_message = PrepareTimeoutError.code, message
+            self.pool.abandon(future)
+            message = f"fetching and decoding took over {self._watchdog.timeout_s:g} s; given up"
             log.error(
                 "event abandoned: %s",
                 message,
-                extra=fields(threads_stuck=self._pool.stuck, **job.where()),
+                extra=fields(threads_stuck=self.pool.stuck, **job.where()),
             )
-            if not self._tracker.is_current(letter.ticket):
-                self._finish(letter)
-                continue
-            letter.drop_image()
-            self._account(letter)
-            self._dead_letter(letter)
-        stuck = self._pool.stuck
+            if self._tracker.is_current(job.ticket):
+                self._reject(job, Rejected(PrepareTimeoutError.code, message))
+            else:
+                self._release(job)
+        stuck = self.pool.stuck
         self.metrics.stuck_threads.set(stuck)
-        self.health.threads_ok = stuck < self.settings.decode_threads
+        self.health.threads_ok = self._watchdog.live(stuck)
 
     def _run_batch(self, batch: Batch[tuple[int, ...], Job]) -> None:
         self.metrics.batch_size.observe(len(batch.items))
         self.metrics.batch_wait.observe(batch.waited_s)
-        start = self._clock()
-        images = [job.decoded for job in batch.items if job.decoded is not None]
-        events = [job.event for job in batch.items if job.event is not None]
-        assert len(images) == len(events) == len(batch.items)
+        start = self.clock()
+        inputs = [job.to_network() for job in batch.items]
         # Each event's own aspects and keep-regions, so its crops are placed once, here.
-        requests = [CropRequest(event.aspects, event.keep) for event in events]
-        results = self.cropper.crop_decoded(images, requests)
-        self.metrics.inference.observe(self._clock() - start)
-        processed_at = self._wall_ms()
-        for job, event, result in zip(batch.items, events, results, strict=True):
-            job.decoded = None
-            self._account(job)
-            if self._on_result is not None:
-                self._on_result(event, result)
+        requests = [CropRequest(p.event.aspects, p.event.keep) for p in inputs]
+        results = self.worker.cropper.crop_decoded([p.image for p in inputs], requests)
+        self.metrics.inference.observe(self.clock() - start)
+        processed_at = self.worker.wall_ms()
+        for job, prepared, result in zip(batch.items, inputs, results, strict=True):
+            self._hold(job)
+            event = prepared.event
+            if self.worker.on_result is not None:
+                self.worker.on_result(event, result)
             value = result_message(event, result, job.source, processed_at)
             headers = [("content-type", b"application/json")]
             key = event.media_id.encode()
-            self._publisher.send(
-                Outgoing(self.settings.output_topic, key, value, headers, (job, RESULT))
-            )
+            self.publisher.send(Outgoing(self.settings.output_topic, key, value, headers, job))
 
-    def _dead_letter(self, job: Job, drop_payload: bool = False) -> None:
+    def _reject(self, job: Job, rejected: Rejected) -> None:
+        job.reject(rejected)
+        self._hold(job)
+        self._dead_letter(job, rejected)
+
+    def _dead_letter(self, job: Job, rejected: Rejected, drop_payload: bool = False) -> None:
         log.warning(
             "dead-lettering event: %s",
-            job.error_message,
-            extra=fields(error_type=job.error_type, attempts=job.attempts, **job.where()),
+            rejected.message,
+            extra=fields(error_type=rejected.code, attempts=rejected.attempts, **job.where()),
         )
         headers = dead_letter_headers(
-            job.error_type, job.error_message, job.attempts, job.source, job.headers
+            rejected.code, rejected.message, rejected.attempts, job.source, job.headers
         )
         value = None if drop_payload else job.value
         if drop_payload or job.payload_released:
             headers.append(("error.payload_dropped", b"true"))
         topic = self.settings.dead_letter_topic
-        self._publisher.send(Outgoing(topic, job.key, value, headers, (job, DEAD_LETTER)))
+        self.publisher.send(Outgoing(topic, job.key, value, headers, job))
 
-    def _delivered(self, sent: Outgoing[Delivery], err: KafkaError | None) -> None:
-        """A publish finished: acknowledged (err None) or failed permanently."""
-        job, kind = sent.context
+    def _delivered(self, sent: Outgoing[Job], err: KafkaError | None) -> None:
+        """A publish finished: acknowledged (err None) or failed permanently. What was sent is
+        the job's result if it is Cropped, its dead letter if it is Rejected."""
+        job, state = sent.context, sent.context.state
+        if err is not None and isinstance(state, Cropped):
+            self._reject(job, Rejected(PublishError.code, err.str(), state.attempts))
+            return
+        if err is not None and isinstance(state, Rejected) and sent.value is not None:
+            self._dead_letter(job, state, drop_payload=True)  # e.g. over the size limit: say why
+            return
         if err is not None:
-            if kind == RESULT:
-                job.error_type, job.error_message = PublishError.code, err.str()
-                self._dead_letter(job)
-                return
-            if sent.value is not None:  # e.g. over the size limit: say why, without the payload
-                self._dead_letter(job, drop_payload=True)
-                return
             log.error("cannot dead-letter event, skipping it", extra=fields(**job.where()))
-        elif kind == RESULT:
-            assert job.event is not None
+        elif isinstance(state, Cropped):
             self.metrics.images.labels("ok").inc()
-            self.metrics.end_to_end.observe(max(0, self._wall_ms() - job.event.timestamp_ms) / 1e3)
-        else:
+            waited_ms = self.worker.wall_ms() - state.event.timestamp_ms
+            self.metrics.end_to_end.observe(max(0, waited_ms) / 1e3)
+        elif isinstance(state, Rejected):
             self.metrics.images.labels("dead_letter").inc()
-            self.metrics.dead_letters.labels(job.error_type).inc()
+            self.metrics.dead_letters.labels(state.code).inc()
         next_offset = self._tracker.ack(job.ticket)
         if next_offset is not None:
             self._store(job.ticket, next_offset)
-        self._finish(job)
+        self._release(job)
 
-    def _finish(self, job: Job) -> None:
-        self._in_flight -= 1
-        self.metrics.in_flight.set(self._in_flight)
-        self._in_flight_bytes -= job.counted_bytes
-        job.counted_bytes = 0
-        self.metrics.in_flight_bytes.set(self._in_flight_bytes)
+    def _hold(self, job: Job) -> None:
+        """Count `job` in flight with what it holds now (admitted, or it let go of bytes)."""
+        self._in_flight.hold(job.ticket, job.held_bytes())
+        self._show_in_flight()
 
-    def _account(self, job: Job) -> None:
-        """Bring the in-flight byte count up to date with what `job` holds now."""
-        held = job.held_bytes()
-        self._in_flight_bytes += held - job.counted_bytes
-        job.counted_bytes = held
-        self.metrics.in_flight_bytes.set(self._in_flight_bytes)
+    def _release(self, job: Job) -> None:
+        self._in_flight.release(job.ticket)
+        self._show_in_flight()
+
+    def _show_in_flight(self) -> None:
+        self.metrics.in_flight.set(self._in_flight.images)
+        self.metrics.in_flight_bytes.set(self._in_flight.bytes)
 
     # Offsets, backpressure, rebalancing -----------------------------------------------------
 
     def _store(self, ticket: Ticket, next_offset: int) -> None:
-        assert self._consumer is not None
         try:
-            self._consumer.store_offsets(
+            self.consumer.store_offsets(
                 offsets=[TopicPartition(ticket.topic, ticket.partition, next_offset)]
             )
-            self._commit_due = True
+            self._commits.stored()
         except KafkaException as exc:  # the partition went away between ack and store
             log.info("offset not stored: %s", exc, extra=fields(partition=ticket.partition))
 
     def _commit_async(self, now: float) -> None:
-        assert self._consumer is not None
-        self._commit_due, self._last_commit = False, now
+        self._commits.sent(now)
         try:
-            self._consumer.commit(asynchronous=True)
+            self.consumer.commit(asynchronous=True)
         except KafkaException as exc:
             log.info("commit not sent: %s", exc)
 
     def _commit_now(self) -> None:
-        assert self._consumer is not None
-        self._commit_due = False
+        self._commits.sent(self.clock())
         try:
-            self._consumer.commit(asynchronous=False)
+            self.consumer.commit(asynchronous=False)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("commit failed: %s", exc)
 
     def _backpressure(self) -> None:
-        assert self._consumer is not None
-        images, size = self.settings.max_in_flight, self.settings.max_in_flight_bytes
-        full = self._in_flight >= images or self._in_flight_bytes >= size
-        half_empty = self._in_flight <= images // 2 and self._in_flight_bytes <= size // 2
-        if not self._paused and full:
-            self._consumer.pause(self._consumer.assignment())
-            self._paused = True
-        elif self._paused and half_empty:
-            self._consumer.resume(self._consumer.assignment())
-            self._paused = False
-        self.metrics.paused.set(1 if self._paused else 0)
+        flow = self._in_flight.flow()
+        if flow is Flow.PAUSE:
+            self.consumer.pause(self.consumer.assignment())
+        elif flow is Flow.RESUME:
+            self.consumer.resume(self.consumer.assignment())
+        self.metrics.paused.set(1 if self._in_flight.paused else 0)
 
     def _drain(self, deadline: float) -> None:
         """Finish everything in the worker (decode, infer, publish) before `deadline`."""
-        while self._pending and (left := deadline - self._clock()) > 0:
+        while self._pending and (left := deadline - self.clock()) > 0:
             self.health.beat()  # draining is bounded by `deadline`: not a hung loop
             concurrent.futures.wait(
                 set(self._pending), min(left, 0.05), concurrent.futures.FIRST_COMPLETED
             )
-            self._watchdog(self._clock())
-            self._collect(self._clock())
-        self._collect(self._clock())
-        for batch in self._batcher.pop_all(self._clock()):
+            self._watch(self.clock())
+            self._collect(self.clock())
+        self._collect(self.clock())
+        for batch in self._batcher.pop_all(self.clock()):
             self._run_batch(batch)
-        if not self._publisher.flush(max(0.0, deadline - self._clock())):
+        if not self.publisher.flush(max(0.0, deadline - self.clock())):
             log.warning(
                 "drain timed out; unfinished events will be redelivered",
-                extra=fields(unacknowledged=self._publisher.unacknowledged),
+                extra=fields(unacknowledged=self.publisher.unacknowledged),
             )
 
     # With the cooperative assignor these callbacks get only the partitions that change owner
@@ -402,12 +379,12 @@ class Worker:
         self.health.joined = True
         self._assigned |= {(p.topic, p.partition) for p in partitions}
         self.metrics.assigned.set(len(self._assigned))
-        self._paused = False  # new assignments fetch; the next step re-applies backpressure
+        self._in_flight.assigned()  # the next step re-applies backpressure
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions revoked", extra=fields(partitions=_names(partitions)))
         if not self._abandon:
-            self._drain(self._deadline or self._clock() + self.settings.shutdown_timeout_s)
+            self._drain(self._deadline or self.clock() + self.settings.shutdown_timeout_s)
             self._commit_now()
         self._forget([(p.topic, p.partition) for p in partitions])
 
@@ -423,7 +400,7 @@ class Worker:
         self._assigned -= gone
         self.metrics.assigned.set(len(self._assigned))
         for job in self._batcher.remove(lambda job: job.ticket.key in gone):
-            self._finish(job)
+            self._release(job)
         self._tracker.drop(keys)
         self.metrics.forget_partitions(keys)
 
@@ -439,7 +416,7 @@ class Worker:
         }
 
     def _new_producer(self, error_cb: Callable[[KafkaError], None]) -> ProducerLike:
-        return self._producer_factory(
+        return self.worker.producer_factory(
             {
                 **self.settings.producer_config(),
                 "error_cb": error_cb,
