@@ -3,8 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # strict editable mode links the package directories under their import names, so that mypy
-# and every tool see `cropworker` and `cropworker_models` exactly as installed.
+# and every tool see `cropworker` and `cropworker_models` exactly as installed. The training code
+# (`cropworker_models`) is its own distribution, models/pyproject.toml, with the training
+# dependencies (torch): never in the runtime wheel or image.
 EDITABLE := --config-settings editable_mode=strict
+# OpenCV contrib (cv2.saliency, CascadeClassifier) for the smart-crop peers' tests: its wheel owns
+# `cv2` as the runtime's does, so it lives apart, at the runtime's exact version, and only pytest
+# sees it (mypy checks against the runtime's cv2).
+CONTRIB := cache/opencv-contrib
 
 .PHONY: demo test lint install install-dev clean lock
 
@@ -15,7 +21,10 @@ install: $(BIN)/python
 	$(BIN)/pip install -q -e ".[demo]" $(EDITABLE)
 
 install-dev: $(BIN)/python
-	$(BIN)/pip install -q -e ".[train,dev,gpu]" $(EDITABLE)
+	$(BIN)/pip install -q -e ".[dev,gpu]" -e ./models $(EDITABLE)
+	v=$$($(BIN)/python -c 'from importlib.metadata import version; print(version("opencv-python-headless"))'); \
+	test -d $(CONTRIB)/opencv_contrib_python_headless-$$v.dist-info || \
+	$(BIN)/pip install -q --no-deps --upgrade --target $(CONTRIB) "opencv-contrib-python-headless==$$v"
 
 demo: install
 	$(BIN)/cropworker demo
@@ -26,7 +35,7 @@ lint: install-dev
 	$(BIN)/mypy -p cropworker -p cropworker_models
 
 test: lint
-	$(BIN)/pytest
+	PYTHONPATH=$(CONTRIB) $(BIN)/pytest
 
 # Hash-locked dependencies of the container images (deploy/Dockerfile), resolved on PyPI for the
 # images' platforms whatever this machine is: the CPU image (CPython 3.11), the GPU image's
@@ -46,4 +55,4 @@ lock: $(BIN)/python
 	printf 'setuptools>=68\nwheel\n' | $(LOCK) --python-version 3.11 - -o deploy/requirements-build.lock
 
 clean:
-	rm -rf $(VENV) build *.egg-info out
+	rm -rf $(VENV) build *.egg-info models/build models/*.egg-info out

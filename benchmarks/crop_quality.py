@@ -16,7 +16,7 @@ Writes `crop_quality.json` (the summary), `crop_quality_per_image.csv`, a contac
 the fixations) and a quality-vs-speed plot (`quality_vs_speed.png`, speeds from
 `crop_speed.json` when `crop_speed.py` wrote one).
 
-    python benchmarks/crop_quality.py [--data ../shared/data/fixations] [--limit N]
+    python benchmarks/crop_quality.py [--data ROOT] [--limit N]  # ROOT: the data folder
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ from cropworker_models.evaluate import BAD_CROP_SHARE
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fixations"
 INTER_OBSERVER = "inter-observer (half the viewers)"
 SHEET_IMAGES = 12
 # Crops where the centre keeps less than this share of the best box: the subject is off-centre,
-# the case a smart crop exists for (NOTES: the peers win only there, and lose on the rest).
+# the case a smart crop exists for: the peers win only there, and lose on the rest
+# (docs/notes.md#smart-crop-peers).
 OFF_CENTRE = 0.8
 SHEET_TILE = 120  # px, long side of each picture in the contact sheet
 
@@ -458,7 +458,7 @@ def subset(images: list[data.FixationImage], limit: int | None) -> list[data.Fix
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    data.add_data_argument(parser)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="the reference for ratios")
     parser.add_argument("--limit", type=int, default=None, help="only N held-out images")
     parser.add_argument("--out", type=Path, default=RESULTS)

@@ -10,7 +10,7 @@ relative to the best box, overall and on the off-centre crops (where the centre 
 than `OFF_CENTRE` of the best). Differences against the first candidate come with a paired
 bootstrap interval.
 
-    python -m cropworker_models.choose fast fast@256=models/zoo/fast.onnx:256 \
+    python -m cropworker_models.choose fast fast@256=worker/zoo/fast.onnx:256 \
         "fast+vanilla=fast,vanilla"
 """
 
@@ -115,7 +115,7 @@ def summary(rows: list[dict[str, float]], reference: list[dict[str, float]]) -> 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("candidates", nargs="+", help="label=model[:long_side],... (see above)")
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/fixations"))
+    data.add_data_argument(parser)
     parser.add_argument("--out", type=Path, help="write the figures here as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

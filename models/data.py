@@ -1,13 +1,17 @@
 """Eye-tracking datasets: images with human fixations, and a stable split held out by image.
 
-Format (../shared/data/README.md): `images.csv` (image,width,height,...) and `fixations.csv`
-(image,subject,x,y,duration_ms) with x, y continuous pixel coordinates in the stored image.
+One data folder (`--data ROOT`; ../shared/data/README.md describes it) holds `fixations/`, one
+folder per set (`images.csv`: image,width,height,...; `fixations.csv`: image,subject,x,y,
+duration_ms, x and y continuous pixel coordinates in the stored image), and `photos/`, unlabelled
+photos for distillation. Every recipe and benchmark finds it the same way: `add_data_argument`.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +23,27 @@ TRAINING_SETS = ("osie", "eyecrowd", "nus_scene500")
 VALIDATION_FRACTION = 0.15
 # Training images set aside for choices made while training (which pruned model to ship).
 DEV_FRACTION = 0.1
+# Where the data folder is unless `--data` says: this variable, else beside the repository (the
+# recipes run from its root, as their cache/ paths do).
+DATA_ENV = "CROPWORKER_DATA"
+DEFAULT_DATA = Path("../shared/data")
+
+
+def data_root() -> Path:
+    """The data folder: $CROPWORKER_DATA, else ../shared/data."""
+    return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA)
+
+
+def add_data_argument(parser: argparse.ArgumentParser) -> None:
+    """`--data ROOT`, the data folder (fixations/ and photos/ under it), the same everywhere."""
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=data_root(),
+        metavar="ROOT",
+        help=f"the data folder, holding fixations/ and photos/ (default: ${DATA_ENV}, "
+        f"else {DEFAULT_DATA})",
+    )
 
 
 @dataclass(frozen=True)
@@ -37,7 +62,8 @@ class FixationImage:
 
 
 def load_dataset(root: Path, dataset: str) -> list[FixationImage]:
-    folder = root / dataset
+    """One fixation set, `root/fixations/dataset`."""
+    folder = root / "fixations" / dataset
     points: dict[str, list[tuple[float, float]]] = defaultdict(list)
     viewers: dict[str, list[int]] = defaultdict(list)
     with open(folder / "fixations.csv", newline="") as f:
@@ -72,6 +98,7 @@ def load_dataset(root: Path, dataset: str) -> list[FixationImage]:
 def load_fixation_sets(
     root: Path, datasets: tuple[str, ...] = TRAINING_SETS
 ) -> list[FixationImage]:
+    """The fixation sets of the data folder `root`."""
     return [image for name in datasets for image in load_dataset(Path(root), name)]
 
 

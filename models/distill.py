@@ -132,7 +132,6 @@ def teacher_targets(
 def training_set(
     teacher: Path,
     data_root: Path,
-    photo_root: Path,
     long_side: int,
     stride: int,
     cache: Path,
@@ -141,7 +140,7 @@ def training_set(
     train_set, _ = data.split(data.load_fixation_sets(data_root))
     labelled = [im for im in train_set if not data.is_dev(im.key)]
     sources = [(im.key, im.path.read_bytes()) for im in labelled]
-    sources += [(f"photos/{p.name}", p.read_bytes()) for p in photos(photo_root)]
+    sources += [(f"photos/{p.name}", p.read_bytes()) for p in photos(data_root / "photos")]
     examples = teacher_targets(teacher, sources, long_side, stride, cache, crops)
     for im in labelled:
         for flip in (False, True):
@@ -249,8 +248,7 @@ def resume_path(out: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", type=Path, default=Path("cache/teacher.onnx"))
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/fixations"))
-    parser.add_argument("--photos", type=Path, default=Path("../shared/data/photos"))
+    data.add_data_argument(parser)
     parser.add_argument("--cache", type=Path, default=Path("cache"))
     parser.add_argument("--out", type=Path, default=Path("cache/student.pt"))
     parser.add_argument("--init", type=Path, help="continue from a student checkpoint (else lite0)")
@@ -291,7 +289,6 @@ def main(argv: list[str] | None = None) -> None:
     examples = training_set(
         args.teacher,
         args.data,
-        args.photos,
         model.config.long_side,
         model.config.output_stride,
         args.cache,

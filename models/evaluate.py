@@ -4,7 +4,7 @@ The model runs through the runtime's own pipeline (decode, ONNX Runtime, crop ge
 card measures what users get. Crop quality is the share of human fixations inside each crop, next
 to the best position of the same box (computed from the fixations) and the centre crop.
 
-    python -m cropworker_models.evaluate models/zoo/vanilla.onnx --data ../shared/data/fixations
+    python -m cropworker_models.evaluate worker/zoo/vanilla.onnx --data ../shared/data
 """
 
 from __future__ import annotations
@@ -133,9 +133,9 @@ def cost(model: str, runs: int = 40) -> dict[str, Any]:
 
 VANILLA_RECIPE = "\n".join(
     [
-        "python -m cropworker_models.train --data ../shared/data/fixations --out cache/vanilla.pt",
-        "python -m cropworker_models.export cache/vanilla.pt models/zoo/vanilla.onnx",
-        "python -m cropworker_models.evaluate vanilla --data ../shared/data/fixations",
+        "python -m cropworker_models.train --data ../shared/data --out cache/vanilla.pt",
+        "python -m cropworker_models.export cache/vanilla.pt worker/zoo/vanilla.onnx",
+        "python -m cropworker_models.evaluate vanilla --data ../shared/data",
     ]
 )
 
@@ -209,6 +209,8 @@ less than half of what the best box keeps.
 - {k["file_mb"]:.1f} MB ONNX file.
 {history}
 ## Reproduce
+From the repository root, with the training code installed (`pip install -e . -e models`);
+the data folder is `--data` (default `$CROPWORKER_DATA`, else `../shared/data`).
 ```
 {recipe}
 ```
@@ -225,12 +227,12 @@ less than half of what the best box keeps.
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="shipped model name or .onnx path")
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/fixations"))
+    data.add_data_argument(parser)
     parser.add_argument(
         "--out-dir",
         type=Path,
-        default=Path("models/zoo"),
-        help="where NAME.md (the card) and NAME.json go (default models/zoo)",
+        default=Path("worker/zoo"),
+        help="where NAME.md (the card) and NAME.json go (default worker/zoo)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

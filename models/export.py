@@ -4,7 +4,7 @@ The file is checked with the ONNX checker and against PyTorch on several input s
 is written, and carries its own description (name, version, input size, MACs) as metadata, which
 the runtime reads instead of a side file.
 
-    python -m cropworker_models.export cache/vanilla.pt models/zoo/vanilla.onnx
+    python -m cropworker_models.export cache/vanilla.pt worker/zoo/vanilla.onnx
 """
 
 from __future__ import annotations

@@ -264,8 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--vanilla-macs", type=float, help="the target is 1/10 of this (default: as shipped)"
     )
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/fixations"))
-    parser.add_argument("--photos", type=Path, default=Path("../shared/data/photos"))
+    data.add_data_argument(parser)
     parser.add_argument("--cache", type=Path, default=Path("cache"))
     parser.add_argument("--beta", type=float, default=0.5)
     parser.add_argument("--maps-per-prune", type=int, default=16)
@@ -305,7 +304,6 @@ def main(argv: list[str] | None = None) -> None:
     examples = distill.training_set(
         args.teacher,
         args.data,
-        args.photos,
         model.config.long_side,
         model.config.output_stride,
         args.cache,

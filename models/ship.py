@@ -1,7 +1,7 @@
 """Ship a distilled, pruned student: export it to the model zoo, evaluate it on the held-out
 images like every shipped model, and write its card next to the teacher's and vanilla's figures.
 
-    python -m cropworker_models.ship cache/student-final.pt --data ../shared/data/fixations
+    python -m cropworker_models.ship cache/student-final.pt --data ../shared/data
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from cropworker.backend import OnnxBackend
 
-from . import evaluate, export, net, student
+from . import data, evaluate, export, net, student
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 # (The default rung is a graph of two students: GRAPHS below.)
 RECIPES = {
     "fast": """\
-python -m cropworker_models.teacher --data ../shared/data/fixations
+python -m cropworker_models.teacher --data ../shared/data
 python -m cropworker_models.distill --steps 500 --out cache/student.pt
 python -m cropworker_models.distill --init cache/student.pt --steps 1200 \\
     --out cache/s192/student-1700.pt
@@ -37,7 +37,7 @@ python -m cropworker_models.ship cache/s192/student5-final.pt --name fast --vers
 }
 # the default rung as a student beside fast in one graph (models/ensemble.py)
 DEFAULT_PAIR_RECIPE = """\
-python -m cropworker_models.teacher --data ../shared/data/fixations
+python -m cropworker_models.teacher --data ../shared/data
 python -m cropworker_models.distill --steps 3000 --out cache/d/student-3000.pt  # --resume
 python -m cropworker_models.prune --student cache/d/student-3000.pt --multiple 1 \\
     --fraction 0.015 --steps-between 12 --floor 55 --target 100 \\
@@ -47,9 +47,9 @@ python -m cropworker_models.distill --init cache/d/prune/student-NM.pt --widen 8
 python -m cropworker_models.distill --init cache/d/partner-final.pt --crops 2 --steps 1500 \\
     --lr 3e-4 --out cache/d3/partner-crops.pt  # + 2 random windows of every image
 python -m cropworker_models.export cache/d3/partner-crops.pt cache/d3/partner-crops.onnx
-python -m cropworker_models.ensemble models/zoo/default.onnx models/zoo/fast.onnx \\
+python -m cropworker_models.ensemble worker/zoo/default.onnx worker/zoo/fast.onnx \\
     cache/d3/partner-crops.onnx --name default --version 2
-python -m cropworker_models.ship models/zoo/default.onnx"""
+python -m cropworker_models.ship worker/zoo/default.onnx"""
 DISTILLED = {
     "fast": "4,700 steps of 16 images in three cosine cycles of 500, 1,200 and 3,000 steps, about"
     " 16 passes, before pruning; 3,000 steps of fine-tuning, with the head's blur narrowed from"
@@ -125,7 +125,7 @@ def comparison(
    {pruning["teacher_dev"]["nss"]:.3f}, is inflated: its readouts were trained on those
    images.){widen}
 
-![Cost-quality curve of Fisher pruning](../reports/{curve_png})
+![Cost-quality curve of Fisher pruning](../../models/reports/{curve_png})
 
 ### Against the teacher and the vanilla model (held-out images)
 
@@ -187,10 +187,10 @@ here. Input: uint8 RGB with the long side 320 px and the short side keeping the 
 (multiple of 32).""",
         "\n".join(
             [
-                "python -m cropworker_models.teacher --data ../shared/data/fixations",
-                "python -m cropworker_models.ensemble models/zoo/large.onnx cache/teacher.onnx \\",
+                "python -m cropworker_models.teacher --data ../shared/data",
+                "python -m cropworker_models.ensemble worker/zoo/large.onnx cache/teacher.onnx \\",
                 "    --name large --version 1 --fp16",
-                "python -m cropworker_models.ship models/zoo/large.onnx",
+                "python -m cropworker_models.ship worker/zoo/large.onnx",
             ]
         ),
     ),
@@ -242,9 +242,15 @@ def ship_graph(path: Path, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path, help="a student checkpoint, or a zoo .onnx graph")
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/fixations"))
-    parser.add_argument("--zoo", type=Path, default=Path("models/zoo"))
+    data.add_data_argument(parser)
+    parser.add_argument("--zoo", type=Path, default=Path("worker/zoo"))
     parser.add_argument("--reports", type=Path, default=Path("models/reports"))
+    parser.add_argument(
+        "--pruning",
+        type=Path,
+        default=Path("models/reports/pruning.json"),
+        help="a student's pruning report (prune.py's JSON; its curve goes on the card)",
+    )
     parser.add_argument(
         "--name", help="rung to ship as: fast, default, large (default: the checkpoint's)"
     )

@@ -6,7 +6,7 @@ different features make different mistakes, and the mixture of their densities i
 calibrated than any one of them. The ensemble is exported to ONNX like any model and evaluated by
 the same code as the shipped models, then labels every image for the student (distill.py).
 
-    python -m cropworker_models.teacher --data ../shared/data/fixations
+    python -m cropworker_models.teacher --data ../shared/data
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import evaluate, export, net, train
+from . import data, evaluate, export, net, train
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def train_member(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/fixations"))
+    data.add_data_argument(parser)
     parser.add_argument("--cache", type=Path, default=Path("cache"))
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--report", type=Path, default=Path("models/reports/teacher.json"))

@@ -5,7 +5,7 @@ image) and cached; training the head then takes about a minute on two cores. Ima
 by the runtime's own decoder (cropworker.decode) at the runtime's input size, so training and
 serving see the same pixels.
 
-    python -m cropworker_models.train --data ../shared/data/fixations --out cache/vanilla.pt
+    python -m cropworker_models.train --data ../shared/data --out cache/vanilla.pt
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def train(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/fixations"))
+    data.add_data_argument(parser)
     parser.add_argument("--cache", type=Path, default=Path("cache"))
     parser.add_argument("--out", type=Path, default=Path("cache/vanilla.pt"))
     parser.add_argument("--epochs", type=int, default=30)

@@ -10,7 +10,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
-FIXATIONS = ROOT.parent / "shared" / "data" / "fixations"
+# A miniature data folder, laid out as `--data` takes it (cropworker_models.data): fixations/
+# holds three held-out photos with their fixations, in the eye-tracking sets' format (README there)
+DATA = ROOT / "tests" / "data"
 
 
 def photo(name: str = "coffee.jpg") -> bytes:

@@ -20,7 +20,7 @@ from .errors import ModelError
 log = logging.getLogger(__name__)
 
 # The shipped ladder, cheapest first; users choose a rung by cost (the cards in the zoo,
-# models/zoo/*.md, give each one's crops, MACs and milliseconds).
+# worker/zoo/*.md, give each one's crops, MACs and milliseconds).
 LADDER = ("fast", "default", "large")
 DEFAULT_MODEL = "default"
 # Names that keep working: `student` (student@5, the default before the ladder) is the same
@@ -58,7 +58,7 @@ class Backend(Protocol):
 
 
 def shipped_models() -> list[str]:
-    zoo = resources.files("cropworker_models") / "zoo"
+    zoo = resources.files("cropworker") / "zoo"
     return sorted(p.name.removesuffix(".onnx") for p in zoo.iterdir() if p.name.endswith(".onnx"))
 
 
@@ -69,7 +69,7 @@ def resolve_model(name_or_path: str) -> Path:
         path = Path(name_or_path)
     else:
         name = ALIASES.get(name_or_path, name_or_path)
-        path = Path(str(resources.files("cropworker_models") / "zoo" / f"{name}.onnx"))
+        path = Path(str(resources.files("cropworker") / "zoo" / f"{name}.onnx"))
     if not path.is_file():
         shipped = ", ".join(shipped_models())
         aliases = ", ".join(f"{a} = {n}" for a, n in ALIASES.items())

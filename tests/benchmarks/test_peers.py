@@ -14,7 +14,7 @@ from PIL import Image
 from cropworker import crop
 from cropworker.probe import probe
 from cropworker_models import data, metrics
-from tests.images import FIXATIONS, photo
+from tests.images import DATA, photo
 
 from .conftest import load
 
@@ -139,7 +139,7 @@ def test_spectral_residual_is_a_normalised_map() -> None:
 
 def synthetic(subjects: list[int], points: list[tuple[float, float]]) -> Any:
     return data.FixationImage(
-        "s", "a.jpg", FIXATIONS, 400, 100, np.array(points, np.float32), np.array(subjects)
+        "s", "a.jpg", DATA / "a.jpg", 400, 100, np.array(points, np.float32), np.array(subjects)
     )
 
 
@@ -173,9 +173,7 @@ def best_share_brute_force(fixations: np.ndarray, width: int, height: int, aspec
 
 @pytest.mark.slow
 def test_quality_on_three_held_out_images_agrees_with_models_metrics() -> None:
-    if not FIXATIONS.is_dir():
-        pytest.skip(f"no fixation data at {FIXATIONS}")
-    _, val = data.split(data.load_fixation_sets(FIXATIONS))
+    _, val = data.split(data.load_fixation_sets(DATA))
     images = crop_quality.subset(val, 3)
     cropworker = peers.Cropworker("vanilla")
     for image in images:

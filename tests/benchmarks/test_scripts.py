@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cropworker.backend import LADDER, OnnxBackend
-from tests.images import FIXATIONS
+from tests.images import DATA
 
 from .conftest import load
 
@@ -30,10 +30,8 @@ def test_crop_speed_writes_every_method(tmp_path: Path, capsys: pytest.CaptureFi
 def test_crop_quality_writes_report_sheet_and_plot(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if not FIXATIONS.is_dir():
-        pytest.skip(f"no fixation data at {FIXATIONS}")
     crop_quality = load("crop_quality")
-    crop_quality.main(["--data", str(FIXATIONS), "--limit", "3", "--out", str(tmp_path)])
+    crop_quality.main(["--data", str(DATA), "--limit", "3", "--out", str(tmp_path)])
     report = json.loads((tmp_path / "crop_quality.json").read_text())
     assert report["images"] == 3 and report["reference"] == f"cropworker {OnnxBackend().info.tag}"
     for method in report["methods"].values():

@@ -238,8 +238,11 @@ def test_the_build_context_holds_what_the_build_copies() -> None:
         assert f"!{source}" in ignore or f"!{source}/" in ignore, f"{source} is not in the context"
 
 
-def test_the_wheel_built_from_the_context_carries_the_model(tmp_path: Path) -> None:
-    """The build stage's `pip wheel .`, on a copy of exactly the files it copies."""
+def test_the_wheel_built_from_the_context_carries_the_zoo_and_no_training_code(
+    tmp_path: Path,
+) -> None:
+    """The build stage's `pip wheel .`, on a copy of exactly the files it copies: every shipped
+    model (the runtime's package data), and nothing of the training distribution (models/)."""
     context = tmp_path / "context"
     for source in copied_sources():
         src = ROOT / source
@@ -257,8 +260,12 @@ def test_the_wheel_built_from_the_context_carries_the_model(tmp_path: Path) -> N
     )
     (wheel,) = out.glob("cropworker-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "cropworker_models/zoo/vanilla.onnx" in names
+    zoo = sorted(p.name for p in (ROOT / "worker" / "zoo").iterdir() if p.suffix != ".py")
+    assert {"default.onnx", "fast.onnx", "large.onnx", "vanilla.onnx"} <= set(zoo)
+    assert sorted(n.removeprefix("cropworker/zoo/") for n in names if "/zoo/" in n) == zoo
     assert "cropworker/stream/metrics.py" in names
+    assert not [n for n in names if n.startswith("cropworker_models")]
+    assert "models" not in copied_sources()
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "cropworker = cropworker.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

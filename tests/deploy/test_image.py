@@ -1,9 +1,10 @@
-"""The CPU image of deploy/Dockerfile, built and run without a Docker engine (see NOTES.md,
-"Deployment tooling"). buildah builds it daemonless (vfs storage, chroot isolation) on a stand-in
-for python:3.11-slim-bookworm that debootstrap makes (registries are unreachable here). Its
-worker then runs the way a pod runs it: the image's own entry point, user, environment and working
-directory, as PID 1 of its own PID and mount namespaces, on a read-only root with a tmpfs /tmp,
-no capabilities and no_new_privs, consuming uploads from the embedded broker until SIGTERM.
+"""The CPU image of deploy/Dockerfile, built and run without a Docker engine
+(docs/notes.md#container-image-without-docker). buildah builds it daemonless (vfs storage, chroot
+isolation) on a stand-in for python:3.11-slim-bookworm that debootstrap makes (registries are
+unreachable here). Its worker then runs the way a pod runs it: the image's own entry point, user,
+environment and working directory, as PID 1 of its own PID and mount namespaces, on a read-only
+root with a tmpfs /tmp, no capabilities and no_new_privs, consuming uploads from the embedded
+broker until SIGTERM.
 
 On a developer machine the base and the image are kept in build/image-test, keyed by everything
 the build reads; in CI (CI=true) both are made fresh every run and removed afterwards. Without
@@ -47,7 +48,6 @@ BUILD_INPUTS = [
     "pyproject.toml",
     "README.md",
     "worker",
-    "models",
 ]
 DEV_STORAGE = ROOT / "build" / "image-test"
 # The stand-in base: Debian bookworm's Python 3.11 (python:3.11-slim-bookworm's Debian and
@@ -274,9 +274,9 @@ def test_the_image_holds_exactly_the_locked_dependencies(image: Image, rootfs: P
         name: str(version) for name, version in lock_pins(DEPLOY / "requirements.lock").items()
     }
     assert installed == {**expected, "cropworker": "0.1.0"}
-    assert list(
-        rootfs.glob("opt/cropworker/lib/python3.*/site-packages/cropworker_models/zoo/*.onnx")
-    )
+    site = next(rootfs.glob("opt/cropworker/lib/python3.*/site-packages"))
+    assert list(site.glob("cropworker/zoo/*.onnx"))
+    assert not (site / "cropworker_models").exists()  # the training code stays out
 
 
 def test_the_worker_runs_as_a_pod_and_stops_on_sigterm(

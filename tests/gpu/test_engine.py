@@ -164,7 +164,7 @@ def test_fp16_onnx_keeps_io_types_and_the_saliency() -> None:
     assert model.graph.input[0].type.tensor_type.elem_type == tensor.UINT8
     assert model.graph.output[0].type.tensor_type.elem_type == tensor.FLOAT
     assert any(i.data_type == tensor.FLOAT16 for i in model.graph.initializer)
-    golden = np.load(str(resources.files("cropworker_models") / "zoo" / "vanilla.golden.npz"))
+    golden = np.load(str(resources.files("cropworker") / "zoo" / "vanilla.golden.npz"))
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     got = session.run(None, {"image": golden["image"]})[0]
     want = golden["log_density"]

@@ -22,7 +22,7 @@ def test_matches_pytorch_on_a_real_photo(model: str) -> None:
     """The golden file holds a decoded photo and PyTorch's output for it, written at export (for
     a graph built from other graphs, its members' outputs, and the tolerance its float16 weights
     imply, if any)."""
-    golden = np.load(str(resources.files("cropworker_models") / "zoo" / f"{model}.golden.npz"))
+    golden = np.load(str(resources.files("cropworker") / "zoo" / f"{model}.golden.npz"))
     got = OnnxBackend(model).infer(golden["image"])
     assert got.shape == golden["log_density"].shape
     atol = float(golden["atol"]) if "atol" in golden else 1e-3
