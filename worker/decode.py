@@ -2,9 +2,10 @@
 
 JPEGs are decoded in the DCT domain at 1/2, 1/4 or 1/8 scale (libjpeg-turbo through OpenCV's
 IMREAD_REDUCED_COLOR_*) when that still gives at least the input size: a 4000x3000 photo decodes
-about 3x faster that way (see ../shared/NOTES.md), and the saliency network needs only ~256 px.
-EXIF orientation is applied, so every coordinate this project reports is in the frame of the
-image as displayed. Limits on bytes and pixels are checked from the header before decoding.
+about 3x faster that way (docs/notes.md#reduced-jpeg-decoding), and the saliency network needs
+only ~256 px. EXIF orientation is applied, so every coordinate this project reports is in the
+frame of the image as displayed. Limits on bytes and pixels are checked from the header before
+decoding.
 """
 
 from __future__ import annotations

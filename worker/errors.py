@@ -145,8 +145,8 @@ class PublishError(BrokerError):
 
 
 class InternalError(CropworkerError):
-    """An unexpected exception (a bug) while preparing one event: that event is dead-lettered and
-    the partition keeps flowing."""
+    """An unexpected failure while preparing one event (a bug, or a decoder process that did not
+    start): that event is dead-lettered and the partition keeps flowing."""
 
     code = "internal_error"
 

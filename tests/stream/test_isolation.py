@@ -18,22 +18,33 @@ from cropworker import errors
 from cropworker.decode import DecodedImage, DecodeLimits, decode_image
 from cropworker.stream import app
 from cropworker.stream.isolation import ProcessDecoder
+from cropworker.stream.logs import _FIELDS
 from cropworker.stream.settings import Settings
 from tests.images import photo
 
 LONG_SIDE = 192
-CRASH, HANG = b"crash me", b"hang me"
+CRASH, HANG, BUG = b"crash me", b"hang me", b"bug me"
 
 
 def fragile_decode(
     data: bytes, long_side: int = LONG_SIDE, limits: DecodeLimits = DecodeLimits()
 ) -> DecodedImage:
-    """decode_image, but a segfault or a hang on the two marker inputs (runs in the child)."""
+    """decode_image, but a segfault, a hang or a bug on the marker inputs (runs in the child)."""
     if data == CRASH:
         os.kill(os.getpid(), signal.SIGSEGV)
     if data == HANG:
         time.sleep(3600)
+    if data == BUG:
+        raise KeyError("a bug")
     return decode_image(data, long_side, limits)
+
+
+class ExitsWhenUnpickled:
+    """An argument that ends the child with exit status 3 as it unpickles its arguments, before
+    it can say it is ready."""
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return os._exit, (3,)
 
 
 @pytest.fixture
@@ -82,6 +93,27 @@ def test_a_hang_is_killed_at_the_timeout() -> None:
             decoder(HANG)
         assert time.monotonic() - start < 10
         assert decoder(photo("chelsea.jpg")).format == "jpeg"
+    finally:
+        decoder.close()
+
+
+def test_a_bug_in_the_decoder_is_an_internal_error_with_its_traceback_logged(
+    decoder: ProcessDecoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(errors.InternalError, match="KeyError"):
+        decoder(BUG)
+    (record,) = [r for r in caplog.records if r.name == "cropworker.stream.isolation"]
+    assert record.levelname == "ERROR"
+    assert "in fragile_decode" in getattr(record, _FIELDS)["exception"]  # the child's traceback
+    assert decoder(photo("chelsea.jpg")).format == "jpeg"  # the same child carries on
+
+
+def test_a_child_that_does_not_start_is_an_internal_error(caplog: pytest.LogCaptureFixture) -> None:
+    decoder = ProcessDecoder(partial(fragile_decode, limits=ExitsWhenUnpickled()), timeout_s=5.0)
+    try:
+        with pytest.raises(errors.InternalError, match=r"did not start \(exit status 3\)"):
+            decoder(photo("chelsea.jpg"))
+        assert any("did not start" in r.getMessage() for r in caplog.records)
     finally:
         decoder.close()
 

@@ -6,8 +6,9 @@ the network input size. JPEGs are decoded by nvImageCodec (the hardware JPEG eng
 GPU has one, else CUDA nvJPEG; libjpeg-turbo on the CPU for what neither supports); every other
 format goes to the CPU decoder. The full-resolution image is copied back to the host and resized
 there: what the GPU saves is the Huffman decoding, which bounds CPU decoding time on large
-photos (NOTES.md). Whether that wins over OpenCV's DCT-domain reduced decode is measured by
-benchmarks/gpu_check.sh, so this decoder is off by default (CROPWORKER_GPU_DECODE).
+photos (docs/notes.md#reduced-jpeg-decoding). Whether that wins over OpenCV's DCT-domain reduced
+decode is measured by benchmarks/gpu_check.sh, so this decoder is off by default
+(CROPWORKER_GPU_DECODE).
 
 Each thread gets its own nvImageCodec decoder (the worker decodes in a thread pool).
 """

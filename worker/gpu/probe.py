@@ -1,8 +1,8 @@
 """Is there a usable GPU? Asked through the CUDA runtime before anything touches TensorRT.
 
 On a machine without a driver, creating a TensorRT Runtime logs an error and a later
-deserialisation segfaults (../../shared/NOTES.md), so the probe is the gate: `probe_gpu` never
-raises and never imports TensorRT; `require_gpu` turns a negative answer into
+deserialisation segfaults (docs/notes.md#tensorrt-without-a-driver), so the probe is the gate:
+`probe_gpu` never raises and never imports TensorRT; `require_gpu` turns a negative answer into
 `GpuUnavailableError`.
 """
 

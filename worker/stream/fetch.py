@@ -104,15 +104,16 @@ class Fetcher:
         """(bytes, attempts made). Raises `FetchError` (its `attempts` set) or `ImageError`."""
         if isinstance(ref, InlineImage):
             return ref.data, 1
-        for attempt in range(1, self.policy.attempts + 1):
+        attempt = 1
+        while True:
             try:
                 return self._fetch_once(ref.url), attempt
             except FetchError as exc:
                 exc.attempts = attempt
-                if not exc.retryable or attempt == self.policy.attempts:
+                if not exc.retryable or attempt >= self.policy.attempts:
                     raise
             self.sleep(self.policy.backoff_s * 2 ** (attempt - 1))
-        raise AssertionError("unreachable: the loop returns or raises")
+            attempt += 1
 
     def _fetch_once(self, url: str) -> bytes:
         if not _URL_CHARS.fullmatch(url):

@@ -5,7 +5,9 @@ segfault in C) would kill the worker; the upload, redelivered to the next worker
 one too. With `decode_isolation` on, each decode thread hands the encoded bytes to a child
 process of its own and waits for the decoded network input (a few hundred kB each way). A child
 that dies fails only its upload (`decoder_crashed`); one that outlasts `prepare_timeout_s` is
-killed (`timeout`), so its thread is not lost either. The next image starts a new child.
+killed (`timeout`), so its thread is not lost either. The next image starts a new child. A child
+that does not start, or a bug in the decoder (an exception outside the error tree), fails its
+upload as `internal_error`, with the cause in the worker's log.
 
 Children are started with `spawn` (the worker has threads, and librdkafka's, so `fork` is not
 safe) and are daemons: they end with the worker, or on their own when its end of the pipe
@@ -14,17 +16,21 @@ closes.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import multiprocessing.connection
 import signal
 import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..decode import DecodedImage
-from ..errors import CropworkerError, DecoderCrashedError, PrepareTimeoutError
+from ..errors import CropworkerError, DecoderCrashedError, InternalError, PrepareTimeoutError
+from .logs import fields
 
+log = logging.getLogger(__name__)
 Decode = Callable[[bytes], DecodedImage]
 _CONTEXT = multiprocessing.get_context("spawn")
 # A new child imports Python, NumPy and OpenCV before it can take an image: not part of any
@@ -64,6 +70,12 @@ class ProcessDecoder:
             raise DecoderCrashedError(
                 f"the decoder process died ({_exit(child.process.exitcode)}) on this image"
             ) from None
+        if kind == "bug":
+            problem, trace = value
+            log.error(
+                "decoding failed in the decoder process: %s", problem, extra=fields(exception=trace)
+            )
+            raise InternalError(f"decoding failed in the decoder process: {problem}")
         if kind == "error":
             raise value
         assert isinstance(value, DecodedImage)
@@ -99,8 +111,10 @@ class ProcessDecoder:
                 ready = False
             if not ready:
                 self._discard(child)
-                # not the image's fault: the worker dead-letters it as internal_error, loudly
-                raise RuntimeError(f"the decoder process did not start ({_exit(process.exitcode)})")
+                # not the image's fault: dead-lettered as internal_error, and logged
+                problem = f"the decoder process did not start ({_exit(process.exitcode)})"
+                log.error(problem)
+                raise InternalError(problem)
         return child
 
     def _discard(self, child: _Child) -> None:
@@ -137,6 +151,6 @@ def _serve(conn: multiprocessing.connection.Connection, decode: Decode) -> None:
             reply: tuple[str, Any] = ("ok", decode(data))
         except CropworkerError as exc:
             reply = ("error", exc)
-        except Exception as exc:  # a bug: the worker dead-letters it as internal_error
-            reply = ("error", RuntimeError(repr(exc)))
+        except Exception as exc:  # a bug: the traceback goes to the worker's log
+            reply = ("bug", (repr(exc), traceback.format_exc()))
         conn.send(reply)

@@ -3,7 +3,8 @@
 Every metric is registered on the `CollectorRegistry` passed in, so tests (and two workers in
 one process) use fresh registries. Names start with `cropworker_`. Consumer lag per partition
 comes from librdkafka's statistics (`consumer_lag`, from Fetch high watermarks): ListOffsets-based
-lag is wrong against the embedded broker (see NOTES.md) and costs a request per partition.
+lag is wrong against the embedded broker (docs/notes.md#embedded-broker) and costs a request per
+partition.
 """
 
 from __future__ import annotations

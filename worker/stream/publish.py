@@ -8,9 +8,9 @@ over the size limit). Everything else is re-sent, so nothing is lost:
 - a fatal error, a delivery timeout, or all brokers down: the producer is replaced by a new one
   and every unacknowledged message is re-sent through it. An idempotent producer cannot recover
   by itself when the broker forgets its producer id and sequence numbers (a restarted in-memory
-  broker, see NOTES.md): librdkafka then bumps its epoch in a loop and never delivers. A new
-  producer gets a new id. Replacements are at most one per `REPLACE_INTERVAL_S`, so an outage
-  does not churn producers.
+  broker, docs/notes.md#embedded-broker): librdkafka then bumps its epoch in a loop and never
+  delivers. A new producer gets a new id. Replacements are at most one per `REPLACE_INTERVAL_S`,
+  so an outage does not churn producers.
 
 A re-send can write a duplicate, which at-least-once delivery allows.
 """
