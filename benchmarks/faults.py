@@ -48,15 +48,12 @@ from typing import Any
 import cv2
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from prometheus_client import CollectorRegistry
 
 from cropworker.backend import DEFAULT_MODEL, Backend, OnnxBackend
-from cropworker.pipeline import Cropper
-from cropworker.stream.broker import EmbeddedBroker, create_topics, free_port
+from cropworker.demo.broker import EmbeddedBroker, create_topics, free_port
+from cropworker.stream import app
 from cropworker.stream.events import upload_event
-from cropworker.stream.metrics import Health, WorkerMetrics
 from cropworker.stream.settings import EMBEDDED_SESSION_TIMEOUT_MS, ENV_PREFIX, Settings
-from cropworker.stream.worker import Worker
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PARTITIONS = 4
@@ -493,15 +490,14 @@ def slow_batch(bench: Bench) -> Outcome:
     if bench.fault_s * 1000 <= poll_ms:
         raise ValueError(f"the slow batch must take longer than {poll_ms} ms")
     slow = SlowOnce(bench.backend(), bench.fault_s)
-    cropper = Cropper(slow, aspects=settings.aspects, max_batch=settings.max_batch)
     consumers: list[RecordingConsumer] = []
 
     def consumer(config: dict[str, Any]) -> RecordingConsumer:
         consumers.append(RecordingConsumer(config))
         return consumers[-1]
 
-    metrics, health = WorkerMetrics(CollectorRegistry()), Health()
-    worker = Worker(settings, cropper, metrics, health=health, consumer_factory=consumer)
+    service = app.build(settings, backend=slow, consumer_factory=consumer)
+    worker, health = service.worker, service.health
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -524,6 +520,7 @@ def slow_batch(bench: Bench) -> Outcome:
     outcome = observe(bench, "slow-batch", topics, inject)
     worker.stop()
     thread.join(settings.shutdown_timeout_s + EXIT_MARGIN_S)
+    service.close()
     outcome.crashed, outcome.hung = bool(errors), thread.is_alive()
     events = consumers[0].events if consumers else []
     outcome.checks["partitions lost"] = sum(1 for what, _, _ in events if what == "on_lost")

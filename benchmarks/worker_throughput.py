@@ -49,7 +49,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from crop_speed import RESULTS, camera_like_jpeg
 
 from cropworker.backend import DEFAULT_MODEL
-from cropworker.stream.broker import EmbeddedBroker, create_topics, free_port
+from cropworker.demo.broker import EmbeddedBroker, create_topics, free_port
 from cropworker.stream.events import upload_event
 from cropworker.stream.settings import EMBEDDED_SESSION_TIMEOUT_MS
 

@@ -15,7 +15,7 @@ def backend():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def broker():  # type: ignore[no-untyped-def]
     """One real embedded Kafka-protocol broker for the whole run (stream and hardening tests)."""
-    from cropworker.stream.broker import EmbeddedBroker
+    from cropworker.demo.broker import EmbeddedBroker
 
     with EmbeddedBroker() as running:
         yield running

@@ -136,7 +136,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    from .stream import demo, logs
+    from .demo import run as demo
+    from .stream import logs
     from .stream import settings as stream_settings
 
     settings = stream_settings.from_namespace(args)

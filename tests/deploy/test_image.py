@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from cropworker.stream.broker import EmbeddedBroker, free_port
+from cropworker.demo.broker import EmbeddedBroker, free_port
 from cropworker.stream.events import upload_event
 from cropworker.stream.settings import EMBEDDED_SESSION_TIMEOUT_MS, ENV_PREFIX
 from tests.stream.conftest import Reader, new_topics, send, small_jpeg

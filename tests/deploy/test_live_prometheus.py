@@ -21,7 +21,7 @@ import pytest
 import yaml
 from confluent_kafka import Producer
 
-from cropworker.stream.broker import EmbeddedBroker, free_port
+from cropworker.demo.broker import EmbeddedBroker, free_port
 from cropworker.stream.events import upload_event
 from tests.benchmarks.conftest import load
 from tests.stream.conftest import new_topics, settings_for, small_jpeg

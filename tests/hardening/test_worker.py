@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from cropworker.backend import OnnxBackend
+from cropworker.demo.broker import EmbeddedBroker
 from cropworker.pipeline import Cropper
-from cropworker.stream.broker import EmbeddedBroker
 from cropworker.stream.events import upload_event
 from cropworker.stream.fetch import Fetcher, FetchPolicy, resolve
 from cropworker.stream.isolation import ProcessDecoder

@@ -18,9 +18,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from prometheus_client import CollectorRegistry
 
 from cropworker.backend import OnnxBackend
-from cropworker.pipeline import Cropper
-from cropworker.stream.broker import EmbeddedBroker, create_topics
-from cropworker.stream.metrics import Health, WorkerMetrics
+from cropworker.demo.broker import EmbeddedBroker, create_topics
+from cropworker.stream import app
+from cropworker.stream.metrics import Health
 from cropworker.stream.settings import EMBEDDED_SESSION_TIMEOUT_MS, Settings
 from cropworker.stream.worker import Worker
 
@@ -141,17 +141,16 @@ class RunningWorker:
 
 @pytest.fixture
 def start_worker(backend: OnnxBackend) -> Iterator[Callable[..., RunningWorker]]:
-    """Factory: a worker running in a thread (stopped and joined at teardown)."""
+    """Factory: a worker assembled by the composition root (`app.build`, with the session's
+    network, or `cropper=`; other keywords go to the Worker) running in a thread (stopped and
+    joined at teardown)."""
     running: list[RunningWorker] = []
+    services: list[app.Service] = []
 
-    def start(settings: Settings, cropper: Cropper | None = None, **kwargs: Any) -> RunningWorker:
-        registry = CollectorRegistry()
-        health = Health(loop_timeout_s=settings.loop_timeout_s)
-        cropper = cropper or Cropper(
-            backend, aspects=settings.aspects, limits=settings.limits, max_batch=settings.max_batch
-        )
-        metrics = WorkerMetrics(registry, model=backend.info.tag)
-        worker = Worker(settings, cropper, metrics, health=health, **kwargs)
+    def start(settings: Settings, **kwargs: Any) -> RunningWorker:
+        service = app.build(settings, backend=backend, **kwargs)
+        services.append(service)
+        worker, registry, health = service.worker, service.registry, service.health
         errors: list[BaseException] = []
 
         def target() -> None:
@@ -171,6 +170,8 @@ def start_worker(backend: OnnxBackend) -> Iterator[Callable[..., RunningWorker]]
         r.thread.join(30)
         assert not r.thread.is_alive(), "worker did not stop"
         assert not r.errors, r.errors
+    for service in services:
+        service.close()
 
 
 def small_jpeg(seed: int, width: int = 160, height: int = 120) -> bytes:

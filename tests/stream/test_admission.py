@@ -11,21 +11,20 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 from confluent_kafka import Producer, TopicPartition
-from prometheus_client import CollectorRegistry
 
 from cropworker.decode import DecodedImage
+from cropworker.demo.broker import EmbeddedBroker
 from cropworker.pipeline import CropRequest, CropResult
-from cropworker.stream.broker import EmbeddedBroker
+from cropworker.stream import app
 from cropworker.stream.events import upload_event
-from cropworker.stream.metrics import WorkerMetrics
 from cropworker.stream.settings import Settings
-from cropworker.stream.worker import Worker
 from tests.benchmarks.conftest import load
 from tests.stream.conftest import Reader, RunningWorker, Topics, send, settings_for
 
@@ -127,6 +126,8 @@ class GatedCropper:
     """Decodes every image to a small array once `gate` is open; a constant result."""
 
     INPUT = (32, 48, 3)
+    backend = SimpleNamespace(info=SimpleNamespace(tag="fake@1"))  # what the metrics label says
+    decoder = None
 
     def __init__(self) -> None:
         self.gate = threading.Event()
@@ -170,17 +171,16 @@ class Running:
             FakeProducer(),
             GatedCropper(),
         )
-        self.registry = CollectorRegistry()
-        metrics = WorkerMetrics(self.registry)
-        self.bytes_gauge = metrics.in_flight_bytes = MaxGauge(metrics.in_flight_bytes)
-        self.images_gauge = metrics.in_flight = MaxGauge(metrics.in_flight)
-        self.worker = Worker(
+        service = app.build(
             settings,
-            self.cropper,
-            metrics,
+            cropper=self.cropper,
             consumer_factory=lambda _: self.consumer,
             producer_factory=lambda _: self.producer,
         )
+        self.registry, self.worker = service.registry, service.worker
+        metrics = service.worker.metrics
+        self.bytes_gauge = metrics.in_flight_bytes = MaxGauge(metrics.in_flight_bytes)
+        self.images_gauge = metrics.in_flight = MaxGauge(metrics.in_flight)
         self.thread = threading.Thread(target=self.worker.run, daemon=True)
         self.thread.start()
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from cropworker.stream.broker import EmbeddedBroker
+from cropworker.demo.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux prctl")
 
 STARTER = """
 import sys, time
-from cropworker.stream.broker import EmbeddedBroker
+from cropworker.demo.broker import EmbeddedBroker
 broker = EmbeddedBroker().start()
 print(broker._process.pid, flush=True)
 time.sleep(120)

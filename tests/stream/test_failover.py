@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from cropworker.stream.broker import EmbeddedBroker
+from cropworker.demo.broker import EmbeddedBroker
 from cropworker.stream.events import upload_event
 from cropworker.stream.settings import Settings
 from tests.benchmarks.conftest import load

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from cropworker.backend import OnnxBackend
-from cropworker.stream.broker import EmbeddedBroker
+from cropworker.demo.broker import EmbeddedBroker
 from cropworker.stream.settings import EMBEDDED_SESSION_TIMEOUT_MS
 from tests.benchmarks.conftest import load
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from cropworker.backend import OnnxBackend
+from cropworker.demo.broker import EmbeddedBroker
 from cropworker.pipeline import Cropper
-from cropworker.stream.broker import EmbeddedBroker
 from cropworker.stream.logs import _FIELDS
 
 from .conftest import PARTITIONS, Reader, RunningWorker, Topics, send, settings_for, wait_for

@@ -166,4 +166,4 @@ def test_the_setting_decides_where_the_worker_decodes(on: bool) -> None:
     try:
         assert isinstance(service.worker.cropper.decoder, ProcessDecoder) == on
     finally:
-        service.server.server.server_close()
+        service.close()

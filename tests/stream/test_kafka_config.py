@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from confluent_kafka import admin as kafka_admin
 
-from cropworker.stream import demo
-from cropworker.stream.broker import create_topics
+from cropworker.demo import run as demo
+from cropworker.demo.broker import create_topics
 from cropworker.stream.settings import Secret, Settings
 from tests.images import SAMPLES
 
@@ -147,6 +147,9 @@ class FakeServer:
 class FakeService:
     worker: FakeWorker
     server: FakeServer
+
+    def close(self) -> None:
+        self.server.stop()
 
 
 def test_the_demos_clients_get_the_security_settings(

@@ -14,9 +14,9 @@ import pytest
 
 from cropworker import crop
 from cropworker.backend import OnnxBackend
+from cropworker.demo.broker import EmbeddedBroker
 from cropworker.errors import EventError, KeepError
 from cropworker.pipeline import Cropper, CropResult
-from cropworker.stream.broker import EmbeddedBroker
 from cropworker.stream.events import (
     MAX_KEEP,
     RESULT_SCHEMA,

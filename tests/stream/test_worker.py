@@ -17,8 +17,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from cropworker.backend import OnnxBackend
 from cropworker.decode import DecodedImage, decode_image
+from cropworker.demo.broker import EmbeddedBroker, create_topics
 from cropworker.pipeline import Cropper
-from cropworker.stream.broker import EmbeddedBroker, create_topics
 from cropworker.stream.events import RESULT_SCHEMA, UploadEvent, schema, upload_event
 from cropworker.stream.settings import Settings
 from tests.images import SAMPLES, photo

