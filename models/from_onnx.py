@@ -13,6 +13,9 @@ while keeping the eval-mode function, so the student can be fine-tuned like any 
 
 from __future__ import annotations
 
+import argparse
+import logging
+import random
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import net, student
+from cropworker.backend import OnnxBackend
+from cropworker.decode import decode_image
+
+from . import data, distill, net, student
+
+log = logging.getLogger(__name__)
 
 # (conv, normalisation) module pairs of a block, by state-dict prefix
 BLOCK_PAIRS = (("expand.0", "expand.1"), ("depthwise", "bn"), ("project.0", "project.1"))
@@ -217,3 +225,42 @@ def calibrate_batch_norm(model: student.Student, images: Iterable[np.ndarray]) -
         norm.running_mean.copy_(mean)
         norm.running_var.copy_(var)
     return model.train(was_training)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Rebuild, calibrate on random training examples (as `distill` sees them), check against
+    the graph on the sample photos, save a checkpoint that `distill --init` takes."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument(
+        "graph", type=Path, help="an exported student graph, e.g. worker/zoo/fast.onnx"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="the student checkpoint to write")
+    data.add_data_argument(parser)
+    parser.add_argument("--teacher", type=Path, default=Path("cache/teacher.onnx"))
+    parser.add_argument("--cache", type=Path, default=Path("cache"))
+    parser.add_argument("--crops", type=int, default=2, help="windows per image, as distill's")
+    parser.add_argument("--calibrate", type=int, default=600, help="examples to calibrate on")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    model = from_onnx(args.graph)
+    c = model.config
+    examples = distill.training_set(
+        args.teacher, args.data, c.long_side, c.output_stride, args.cache, args.crops
+    )
+    chosen = random.Random(args.seed).sample(examples, args.calibrate)
+    model = calibrate_batch_norm(model, [ex.image for ex in chosen]).eval()
+    session = OnnxBackend(str(args.graph))
+    worst = 0.0
+    for path in sorted(Path("samples").glob("*.jpg")):
+        rgb = decode_image(path.read_bytes(), c.long_side).rgb[None]
+        with torch.no_grad():
+            got = model(torch.from_numpy(rgb)).numpy()
+        worst = max(worst, float(np.abs(got - session.infer(rgb)).max()))
+    log.info("max |student - graph| over samples/*.jpg: %.2g", worst)
+    student.save(model, args.out)
+    log.info("wrote %s", args.out)
+
+
+if __name__ == "__main__":
+    main()
