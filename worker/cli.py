@@ -168,6 +168,13 @@ def parse_aspects(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _positive_int(text: str) -> int:
+    try:
+        return env.positive_int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def parse_keep(text: str) -> crop.Box:
     try:
         return crop.keep_region([float(v) for v in text.split(",")])
@@ -184,8 +191,8 @@ def _crop_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--threads",
-        type=int,
-        default=env.read("THREADS", int, 1),
+        type=_positive_int,
+        default=env.read("THREADS", env.positive_int, 1),
         help="inference threads (env CROPWORKER_THREADS; default %(default)s)",
     )
     aspects: tuple[str, ...] = env.read("ASPECTS", env.parse_aspects, crop.DEFAULT_ASPECTS)

@@ -39,6 +39,14 @@ def read(
     return parse(name, source[key], parser) if key in source else default
 
 
+def positive_int(text: str) -> int:
+    """ "4" -> 4; a `ValueError` for anything else, zero and negatives included."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+    return value
+
+
 def parse_aspects(text: str) -> tuple[str, ...]:
     """ "16:9, 1:1" -> ("16:9", "1:1"); raises `AspectError` for a bad entry, `SettingsError`
     for none."""

@@ -26,7 +26,12 @@ def test_crop_ignores_the_streaming_workers_variables(
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("CROPWORKER_THREADS", "two"), ("CROPWORKER_ASPECTS", "16x9"), ("CROPWORKER_ASPECTS", " ,")],
+    [
+        ("CROPWORKER_THREADS", "two"),
+        ("CROPWORKER_THREADS", "0"),
+        ("CROPWORKER_ASPECTS", "16x9"),
+        ("CROPWORKER_ASPECTS", " ,"),
+    ],
 )
 def test_a_bad_crop_variable_is_one_line_and_exit_2(
     name: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -85,3 +90,10 @@ def test_crop_imports_no_kafka() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_threads_must_be_a_positive_number(value: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["crop", CHELSEA, "--threads", value])
+    assert exit_info.value.code == 2
