@@ -161,20 +161,6 @@ def build_engine_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_aspects(text: str) -> list[str]:
-    try:
-        return list(env.parse_aspects(text))
-    except CropworkerError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def _positive_int(text: str) -> int:
-    try:
-        return env.positive_int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
 def parse_keep(text: str) -> crop.Box:
     try:
         return crop.keep_region([float(v) for v in text.split(",")])
@@ -191,15 +177,15 @@ def _crop_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--threads",
-        type=_positive_int,
+        type=env.argument_type("threads", env.positive_int),
         default=env.read("THREADS", env.positive_int, 1),
         help="inference threads (env CROPWORKER_THREADS; default %(default)s)",
     )
     aspects: tuple[str, ...] = env.read("ASPECTS", env.parse_aspects, crop.DEFAULT_ASPECTS)
     p.add_argument(
         "--aspect",
-        type=parse_aspects,
-        default=list(aspects),
+        type=env.argument_type("aspects", env.parse_aspects),
+        default=aspects,
         help=f"comma-separated W:H list (env CROPWORKER_ASPECTS; default {','.join(aspects)})",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE")

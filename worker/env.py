@@ -9,6 +9,7 @@ worker, and no Kafka client.
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Callable, Mapping
 from typing import TypeVar
@@ -37,6 +38,19 @@ def read(
     source = os.environ if environ is None else environ
     key = ENV_PREFIX + name
     return parse(name, source[key], parser) if key in source else default
+
+
+def argument_type(name: str, parser: Callable[[str], T]) -> Callable[[str], T]:
+    """`parser` as an argparse `type`: its `ValueError` or project error is a usage error."""
+
+    def convert(text: str) -> T:
+        try:
+            return parser(text)
+        except (ValueError, CropworkerError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    convert.__name__ = name  # argparse names the type in its error message
+    return convert
 
 
 def positive_int(text: str) -> int:

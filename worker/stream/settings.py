@@ -23,8 +23,8 @@ from typing import Any
 from .. import crop
 from ..backend import DEFAULT_MODEL
 from ..decode import DecodeLimits
-from ..env import ENV_PREFIX, parse, parse_aspects
-from ..errors import CropworkerError, SettingsError
+from ..env import ENV_PREFIX, argument_type, parse, parse_aspects
+from ..errors import SettingsError
 from ..gpu.select import BACKEND_CHOICES
 from ..gpu.torch_backend import DEFAULT_PRECISION, PRECISIONS
 
@@ -485,19 +485,8 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Settings, demo: boo
             parser.add_argument(flag_name(f), action=argparse.BooleanOptionalAction, **common)
         else:
             parser.add_argument(
-                flag_name(f), type=_arg_type(f.name, parse), metavar=f.name.upper(), **common
+                flag_name(f), type=argument_type(f.name, parse), metavar=f.name.upper(), **common
             )
-
-
-def _arg_type(name: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except (ValueError, CropworkerError) as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from exc
-
-    convert.__name__ = name  # argparse names the type in its error message
-    return convert
 
 
 def from_namespace(args: argparse.Namespace) -> Settings:
