@@ -50,6 +50,7 @@ SHEET_IMAGES = 12
 # (docs/notes.md#smart-crop-peers).
 OFF_CENTRE = 0.8
 SHEET_TILE = 120  # px, long side of each picture in the contact sheet
+BOOTSTRAP = 4000  # resamples of the images for each paired interval
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,68 @@ def summarise(results: list[ImageResult], aspects: Sequence[str]) -> dict[str, A
             "ms_per_image": statistics.median(times) if times else None,
         }
     return out
+
+
+def paired(
+    results: list[ImageResult], aspects: Sequence[str], reference: str, seed: int = 0
+) -> dict[str, Any]:
+    """Per method: its vs-best minus the reference's on the same images, in points (1 point =
+    0.01 of the best box), per aspect, over all aspects and on the off-centre crops, each with a
+    95% interval from resampling the images (both methods move together: the noise a gap must
+    beat on this set)."""
+    centre = peers.Centre.name
+    rows = [r for r in results if reference in r.scores]
+    off = np.array(
+        [
+            [centre in r.scores and r.scores[centre][a].vs_best < OFF_CENTRE for a in aspects]
+            for r in rows
+        ]
+    )
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(rows), (BOOTSTRAP, len(rows)))
+    out: dict[str, Any] = {}
+    for method in dict.fromkeys(m for r in rows for m in r.scores):
+        if method == reference or not all(method in r.scores for r in rows):
+            continue
+        diff = 100 * np.array(
+            [
+                [r.scores[method][a].vs_best - r.scores[reference][a].vs_best for a in aspects]
+                for r in rows
+            ]
+        )  # (images, aspects), points
+
+        def interval(values: np.ndarray, weights: np.ndarray) -> dict[str, Any]:
+            total, count = (values * weights).sum(), weights.sum()
+            if count == 0:
+                return {"points": None, "interval": None}
+            boot = (values * weights)[draws].sum(axis=1) / np.maximum(weights[draws].sum(axis=1), 1)
+            low, high = np.percentile(boot, [2.5, 97.5])
+            return {"points": float(total / count), "interval": [float(low), float(high)]}
+
+        ones = np.ones(len(rows))
+        out[method] = {
+            **{a: interval(diff[:, i], ones) for i, a in enumerate(aspects)},
+            "all_aspects": interval(diff.mean(axis=1), ones),
+            "off_centre": interval(diff.sum(axis=1, where=off), off.sum(axis=1).astype(float)),
+        }
+    return out
+
+
+def format_paired(pairs: dict[str, Any], aspects: Sequence[str], reference: str) -> str:
+    width = max((len(n) for n in pairs), default=6) + 2
+    columns = [*aspects, "all_aspects", "off_centre"]
+
+    def cell(v: dict[str, Any]) -> str:
+        if v["points"] is None:
+            return f"{'':>22}"
+        return f"{v['points']:+6.2f} [{v['interval'][0]:+5.2f},{v['interval'][1]:+5.2f}]".rjust(22)
+
+    lines = [
+        f"paired against {reference}: points of the best box (95% interval, images resampled)",
+        f"  {'method':<{width}}" + "".join(f"{c.replace('_', ' '):>22}" for c in columns),
+    ]
+    lines += [f"  {n:<{width}}" + "".join(cell(v[c]) for c in columns) for n, v in pairs.items()]
+    return "\n".join(lines)
 
 
 def format_tables(summary: dict[str, Any], aspects: Sequence[str], reference: str) -> str:
@@ -482,6 +545,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{platform.processor() or platform.machine()}\n"
     )
     print(format_tables(summary, aspects, reference))
+    pairs = paired(results, aspects, reference)
+    print("\n" + format_paired(pairs, aspects, reference))
     for name, why in missing.items():
         print(f"not run: {name}: {why}")
     haar = [m for m in methods if isinstance(m, peers.HaarFaces)]
@@ -495,6 +560,7 @@ def main(argv: list[str] | None = None) -> None:
         "bad_crop_share": BAD_CROP_SHARE,
         "reference": reference,
         "methods": summary,
+        "paired_vs_reference": pairs,
         "macs": {m.name: m.macs for m in methods if isinstance(m, peers.Cropworker)},
         "not_run": missing,
         "haar_images_with_faces": haar[0].with_faces if haar else None,

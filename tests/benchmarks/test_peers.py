@@ -159,6 +159,47 @@ def test_halves_need_two_known_viewers() -> None:
     assert second.tolist() == [False, True, False, False, False]
 
 
+def result(key: str, scores: dict[str, tuple[float, ...]]) -> Any:
+    """An ImageResult whose methods keep the given vs-best share at each aspect."""
+    out = crop_quality.ImageResult(key, "test", 100, 100, {})
+    out.scores = {
+        m: {a: crop_quality.Score(0.5, v, 0.0) for a, v in zip(ASPECTS, values, strict=True)}
+        for m, values in scores.items()
+    }
+    return out
+
+
+def test_paired_differences_are_points_against_the_reference_on_the_same_images() -> None:
+    # "a" is 1 point ahead of "ref" at 16:9 on every image and level elsewhere; the centre crop
+    # keeps under 0.8 of the best only at 9:16 of the second image, where "a" is 4 points behind
+    results = [
+        result("1", {"ref": (0.9, 0.9, 0.9, 0.9), "a": (0.91, 0.9, 0.9, 0.9), "centre": (1,) * 4}),
+        result(
+            "2",
+            {"ref": (0.9, 0.9, 0.9, 0.9), "a": (0.91, 0.9, 0.9, 0.86), "centre": (1, 1, 1, 0.5)},
+        ),
+    ]
+    pairs = crop_quality.paired(results, ASPECTS, "ref")
+    assert set(pairs) == {"a", "centre"}
+    a = pairs["a"]
+    assert a["16:9"]["points"] == pytest.approx(1.0)
+    assert a["16:9"]["interval"] == pytest.approx([1.0, 1.0])  # the same gap on every image
+    assert a["1:1"]["points"] == pytest.approx(0.0)
+    assert a["9:16"]["points"] == pytest.approx(-2.0)
+    assert a["all_aspects"]["points"] == pytest.approx((0.25 + 0.25 - 1.0) / 2)
+    assert a["off_centre"]["points"] == pytest.approx(-4.0)  # that one crop, not the others
+    low, high = a["9:16"]["interval"]  # -4 on one image, 0 on the other: the interval spans both
+    assert low == pytest.approx(-4.0) and high == pytest.approx(0.0)
+    text = crop_quality.format_paired(pairs, ASPECTS, "ref")
+    assert "paired against ref" in text and "-4.00" in text
+
+
+def test_paired_has_no_off_centre_figure_without_off_centre_crops() -> None:
+    results = [result("1", {"ref": (0.9,) * 4, "a": (0.8,) * 4, "centre": (1,) * 4})]
+    off = crop_quality.paired(results, ASPECTS, "ref")["a"]["off_centre"]
+    assert off == {"points": None, "interval": None}
+
+
 def best_share_brute_force(fixations: np.ndarray, width: int, height: int, aspect: float) -> float:
     """Every offset of the largest box, fixations counted by their pixel: a second oracle."""
     bw, bh = crop.box_size(width, height, aspect)

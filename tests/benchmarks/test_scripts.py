@@ -37,6 +37,12 @@ def test_crop_quality_writes_report_sheet_and_plot(
     for method in report["methods"].values():
         for aspect in report["aspects"]:
             assert 0 <= method["aspects"][aspect]["vs_best"] <= 1
+    # every other method paired against the reference on the same images, with its interval
+    paired = report["paired_vs_reference"]
+    assert set(paired) == set(report["methods"]) - {report["reference"]}
+    for pair in paired.values():
+        low, high = pair["all_aspects"]["interval"]
+        assert low - 1e-9 <= pair["all_aspects"]["points"] <= high + 1e-9
     rows = (tmp_path / "crop_quality_per_image.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 * len(report["methods"])
     assert (tmp_path / "crop_quality_sheet.png").stat().st_size > 10_000
