@@ -2,8 +2,9 @@
 
 Every candidate is one or more ONNX members, each run at its own input size; a candidate with
 several members is scored on the mean of their log-densities (renormalised), as an ensemble graph
-would compute it. The dev split is training images that distillation and the teacher's targets
-never used (`data.is_dev`); the held-out images are never read here.
+would compute it, or on a weighted mean (`model*weight`: weights relative to each other). The dev
+split is training images that distillation and the teacher's targets never used (`data.is_dev`);
+the held-out images are never read here.
 
 For each candidate: NSS and log-likelihood, and per aspect the share of fixations its crop keeps
 relative to the best box, overall and on the off-centre crops (where the centre crop keeps less
@@ -11,7 +12,7 @@ than `OFF_CENTRE` of the best). Differences against the first candidate come wit
 bootstrap interval.
 
     python -m cropworker_models.choose fast fast@256=worker/zoo/fast.onnx:256 \
-        "fast+vanilla=fast,vanilla"
+        "fast+vanilla=fast,vanilla" "fast.4+vanilla.6=fast*0.4,vanilla*0.6"
 """
 
 from __future__ import annotations
@@ -40,15 +41,19 @@ ASPECTS = {a: crop.parse_aspect(a) for a in crop.DEFAULT_ASPECTS}
 class Member:
     model: str  # shipped name or .onnx path
     long_side: int | None = None  # None: the model's own
+    weight: float = 1.0  # of its log-density in the candidate's mean
 
 
 def parse(spec: str) -> tuple[str, list[Member]]:
-    """`label=model[:long_side],model[:long_side]` or a bare model name."""
+    """`label=model[:long_side][*weight],...` or a bare model name."""
     label, _, rest = spec.rpartition("=")
     members = []
     for part in (rest or spec).split(","):
+        part, _, weight = part.partition("*")
         model, _, side = part.partition(":")
-        members.append(Member(model, int(side) if side else None))
+        members.append(Member(model, int(side) if side else None, float(weight or 1)))
+        if members[-1].weight <= 0:
+            raise ValueError(f"{spec}: a member's weight must be positive")
     return label or spec, members
 
 
@@ -70,7 +75,7 @@ def score_images(members: list[Member], images: list[data.FixationImage]) -> lis
             np.log(evaluate.to_pixels(np.exp(log_density(backends, m, raw)), im.width, im.height))
             for m in members
         ]
-        mean = np.mean(logs, axis=0)
+        mean = np.average(logs, axis=0, weights=[m.weight for m in members])
         density = np.exp(mean - mean.max())
         density /= density.sum()
         row = {
