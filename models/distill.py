@@ -251,7 +251,12 @@ def main(argv: list[str] | None = None) -> None:
     data.add_data_argument(parser)
     parser.add_argument("--cache", type=Path, default=Path("cache"))
     parser.add_argument("--out", type=Path, default=Path("cache/student.pt"))
-    parser.add_argument("--init", type=Path, help="continue from a student checkpoint (else lite0)")
+    parser.add_argument("--init", type=Path, help="continue from a student checkpoint")
+    parser.add_argument(
+        "--backbone",
+        default="efficientnet-lite0",
+        help="the ImageNet trunk a new student starts from (without --init)",
+    )
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument(
@@ -285,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.blur:
             student.reblur(model, args.blur)
     else:
-        model = student.from_lite0(replace(student.CONFIG, long_side=args.long_side))
+        model = student.from_lite(replace(student.CONFIG, long_side=args.long_side), args.backbone)
     examples = training_set(
         args.teacher,
         args.data,

@@ -19,10 +19,11 @@ from torch import nn
 
 from . import net
 
-# The student starts as all 16 lite0 blocks; the readout reads the ends of the stride-8, stride-16
-# and stride-32 stages. Pruning decides what of it is worth its cost.
-LITE0_BLOCKS = tuple(range(16))
-TAPS = (4, 10, 15)
+# The student starts as all the blocks of an EfficientNet-Lite trunk (lite0: 16, lite1: 21); the
+# readout reads the ends of the stride-8, stride-16 and stride-32 stages. Pruning decides what of
+# it is worth its cost.
+TAPS = (4, 10, 15)  # lite0's stage ends
+TAP_STRIDES = (8, 16, 32)
 # ONNX Runtime's blocked (NCHWc) convolutions on x86 take only widths that are multiples of 8;
 # other widths fall back to slower kernels (a network with odd widths ran 2x slower at 8% fewer
 # MACs, models/reports/README.md).
@@ -148,33 +149,43 @@ def prunable(index: int, spec: BlockSpec) -> bool:
 
 def from_lite0(config: net.SaliencyNetConfig = CONFIG) -> Student:
     """A student initialised with EfficientNet-Lite0's ImageNet weights."""
-    lite = net.build_backbone(net.SaliencyNetConfig(backbone="efficientnet-lite0"))
-    specs = []
-    for i in LITE0_BLOCKS:
-        b = lite._blocks[i]
+    return from_lite(config, "efficientnet-lite0")
+
+
+def from_lite(config: net.SaliencyNetConfig, backbone: str) -> Student:
+    """A student initialised with an EfficientNet-Lite trunk's ImageNet weights (`backbone`:
+    efficientnet-lite0 to -lite4, whose weights install offline), tapped at its stage ends. A
+    trunk other than lite0's makes different mistakes: a partner for an ensemble."""
+    lite = net.build_backbone(net.SaliencyNetConfig(backbone=backbone))
+    specs, strides = [], []
+    stride = 2  # the stem's
+    for b in lite._blocks:
         expand = b._block_args.expand_ratio != 1
         mid = b._depthwise_conv.out_channels
         cin = b._expand_conv.in_channels if expand else mid
-        stride = b._depthwise_conv.stride[0]
         specs.append(
             BlockSpec(
                 cin,
                 mid,
                 b._project_conv.out_channels,
                 b._depthwise_conv.kernel_size[0],
-                stride,
+                b._depthwise_conv.stride[0],
                 expand,
             )
         )
-    student = Student(config, specs)
+        stride *= specs[-1].stride
+        strides.append(stride)
+    taps = tuple(max(i for i, s in enumerate(strides) if s == t) for t in TAP_STRIDES)
+    name = backbone.removeprefix("efficientnet-")
+    student = Student(replace(config, taps=taps, backbone=f"{name}-student"), specs)
     student.stem.load_state_dict(
         {
             "0.weight": lite._conv_stem.weight,
             **{f"1.{k}": v for k, v in lite._bn0.state_dict().items()},
         }
     )
-    for block, i in zip(student.blocks, LITE0_BLOCKS, strict=True):
-        _copy_block(lite._blocks[i], block)
+    for block, source in zip(student.blocks, lite._blocks, strict=True):
+        _copy_block(source, block)
     return student
 
 

@@ -22,20 +22,45 @@ def lite0_student() -> student.Student:
     return student.from_lite0().eval()
 
 
-def test_student_starts_as_the_lite0_trunk(lite0_student: student.Student) -> None:
-    trunk = net.Trunk(net.build_backbone(net.SaliencyNetConfig()), student.TAPS).eval()
+@pytest.mark.parametrize(
+    ("backbone", "taps"),
+    [("efficientnet-lite0", student.TAPS), ("efficientnet-lite1", (6, 14, 20))],
+)
+def test_student_starts_as_the_trunk_tapped_at_its_stage_ends(
+    backbone: str, taps: tuple[int, ...]
+) -> None:
+    model = student.from_lite(student.CONFIG, backbone).eval()
+    assert model.config.taps == taps  # the last blocks at strides 8, 16 and 32
+    assert model.config.backbone == backbone.removeprefix("efficientnet-") + "-student"
+    lite = net.build_backbone(net.SaliencyNetConfig(backbone=backbone))
+    trunk = net.Trunk(lite, taps).eval()
+    # The library pads each stride-2 convolution for its own training size (lite1: 240 px, where
+    # the last stage reads an odd 15x15 map); the student pads as TensorFlow would at the size it
+    # is given (even maps). Taps after a block where the two differ cannot match exactly.
+    differs = [
+        i
+        for i, b in enumerate(lite._blocks)
+        if b._depthwise_conv.stride[0] == 2
+        and tuple(b._depthwise_conv.static_padding.padding)
+        != student.same_pad(b._depthwise_conv.kernel_size[0], 2)
+    ]
+    exact = [t for t in taps if not any(i <= t for i in differs)]
+    assert exact == (list(taps) if backbone.endswith("lite0") else list(taps[:2]))
     x = torch.randint(0, 256, (1, 96, 128, 3), dtype=torch.uint8)
     normalised = (x.permute(0, 3, 1, 2).float() / 255 - 0.498) / 0.502
     with torch.no_grad():
         expected = trunk(normalised)
-        h = lite0_student.stem(torch.nn.functional.pad(normalised, student.same_pad(3, 2)))
+        h = model.stem(torch.nn.functional.pad(normalised, student.same_pad(3, 2)))
         got = []
-        for i, block in enumerate(lite0_student.blocks):
+        for i, block in enumerate(model.blocks):
             h = block(h)
-            if i in student.TAPS:
+            if i in taps:
                 got.append(h)
-    for e, g in zip(expected, got, strict=True):
-        assert torch.allclose(e, g, atol=1e-5)
+        stride = model.config.output_stride  # the readout takes the trunk's taps
+        assert model(x).shape == (1, 96 // stride, 128 // stride)
+    for tap, e, g in zip(taps, expected, got, strict=True):
+        if tap in exact:
+            assert torch.allclose(e, g, atol=1e-5)
 
 
 def test_compact_keeps_the_function_and_drops_the_weights(lite0_student: student.Student) -> None:
