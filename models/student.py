@@ -1,10 +1,10 @@
 """The student: a small inverted-residual network whose every block can lose feature maps.
 
-It starts as EfficientNet-Lite0's trunk (ImageNet weights) at a smaller input, with the same
-readout head as the vanilla model, and is trained end to end on the teacher's predictions
-(distill.py). Fisher pruning (prune.py) then removes the expanded feature maps inside the
-blocks, the bulk of the cost, through a per-block mask; `compact()` finally slices the pruned
-maps out of the weights, so the exported network is genuinely smaller.
+It starts as an EfficientNet-Lite trunk (ImageNet weights; Lite0 for every shipped student) at a
+smaller input, with the same readout head as the vanilla model, and is trained end to end on the
+teacher's predictions (distill.py). Fisher pruning (prune.py) then removes the expanded feature
+maps inside the blocks, the bulk of the cost, through a per-block mask; `compact()` finally
+slices the pruned maps out of the weights, so the exported network is genuinely smaller.
 """
 
 from __future__ import annotations
@@ -154,8 +154,9 @@ def from_lite0(config: net.SaliencyNetConfig = CONFIG) -> Student:
 
 def from_lite(config: net.SaliencyNetConfig, backbone: str) -> Student:
     """A student initialised with an EfficientNet-Lite trunk's ImageNet weights (`backbone`:
-    efficientnet-lite0 to -lite4, whose weights install offline), tapped at its stage ends. A
-    trunk other than lite0's makes different mistakes: a partner for an ensemble."""
+    efficientnet-lite0, -lite1 or -lite2, whose weights install offline), tapped at its stage
+    ends. Every shipped student starts from lite0; lite1 was tried as an ensemble partner
+    (models/reports/README.md)."""
     lite = net.build_backbone(net.SaliencyNetConfig(backbone=backbone))
     specs, strides = [], []
     stride = 2  # the stem's
