@@ -196,8 +196,6 @@ def paired(
             for r in rows
         ]
     )
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(rows), (BOOTSTRAP, len(rows)))
     out: dict[str, Any] = {}
     for method in dict.fromkeys(m for r in rows for m in r.scores):
         if method == reference or not all(method in r.scores for r in rows):
@@ -209,18 +207,15 @@ def paired(
             ]
         )  # (images, aspects), points
 
-        def interval(values: np.ndarray, weights: np.ndarray) -> dict[str, Any]:
-            total, count = (values * weights).sum(), weights.sum()
-            if count == 0:
+        def interval(values: np.ndarray, weights: np.ndarray | None = None) -> dict[str, Any]:
+            found = metrics.paired_interval(values, weights, BOOTSTRAP, seed)
+            if found is None:
                 return {"points": None, "interval": None}
-            boot = (values * weights)[draws].sum(axis=1) / np.maximum(weights[draws].sum(axis=1), 1)
-            low, high = np.percentile(boot, [2.5, 97.5])
-            return {"points": float(total / count), "interval": [float(low), float(high)]}
+            return {"points": found[0], "interval": [found[1], found[2]]}
 
-        ones = np.ones(len(rows))
         out[method] = {
-            **{a: interval(diff[:, i], ones) for i, a in enumerate(aspects)},
-            "all_aspects": interval(diff.mean(axis=1), ones),
+            **{a: interval(diff[:, i]) for i, a in enumerate(aspects)},
+            "all_aspects": interval(diff.mean(axis=1)),
             "off_centre": interval(diff.sum(axis=1, where=off), off.sum(axis=1).astype(float)),
         }
     return out

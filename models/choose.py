@@ -109,11 +109,10 @@ def summary(rows: list[dict[str, float]], reference: list[dict[str, float]]) -> 
     off = [(i, a) for i, r in enumerate(rows) for a in aspects if r[f"{a}_centre"] < OFF_CENTRE]
     out["off_centre"] = float(np.mean([rows[i][a] for i, a in off])) if off else float("nan")
     out["off_centre_crops"] = len(off)
-    rng = np.random.default_rng(0)
-    diff = per_image_mean - ref_mean
-    boot = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(BOOTSTRAP)]
-    out["mean_vs_first"] = float(diff.mean())
-    out["mean_vs_first_95"] = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+    found = metrics.paired_interval(per_image_mean - ref_mean, resamples=BOOTSTRAP)
+    assert found is not None  # every image weighs 1
+    out["mean_vs_first"], *interval = found
+    out["mean_vs_first_95"] = interval
     return out
 
 

@@ -93,3 +93,18 @@ def best_fixation_crop(fixations: np.ndarray, width: int, height: int, aspect: f
     rows, cols = _pixels(fixations, (height, width))
     np.add.at(counts, (rows, cols), 1.0)
     return crop.best_crop(counts, width, height, aspect)
+
+
+def paired_interval(
+    diff: np.ndarray, weights: np.ndarray | None = None, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float] | None:
+    """The mean of per-image differences between two methods scored on the same images (with
+    `weights`, per-image sums over `weights` items: the ratio of the sums) and its 95% bootstrap
+    interval, resampling the images. None when the weights sum to zero."""
+    weights = np.ones(len(diff)) if weights is None else weights
+    if weights.sum() == 0:
+        return None
+    draws = np.random.default_rng(seed).integers(0, len(diff), (resamples, len(diff)))
+    boot = diff[draws].sum(axis=1) / np.maximum(weights[draws].sum(axis=1), 1e-12)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return float(diff.sum() / weights.sum()), float(low), float(high)

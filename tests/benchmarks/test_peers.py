@@ -194,6 +194,16 @@ def test_paired_differences_are_points_against_the_reference_on_the_same_images(
     assert "paired against ref" in text and "-4.00" in text
 
 
+def test_paired_off_centre_is_the_mean_over_crops_whatever_image_they_come_from() -> None:
+    # two off-centre crops in the first image (-2 and -4 points), one in the second (+3)
+    results = [
+        result("1", {"ref": (0.9,) * 4, "a": (0.9, 0.9, 0.88, 0.86), "centre": (1, 1, 0.5, 0.5)}),
+        result("2", {"ref": (0.9,) * 4, "a": (0.9, 0.9, 0.9, 0.93), "centre": (1, 1, 1, 0.5)}),
+    ]
+    off = crop_quality.paired(results, ASPECTS, "ref")["a"]["off_centre"]
+    assert off["points"] == pytest.approx((-2 - 4 + 3) / 3)
+
+
 def test_paired_has_no_off_centre_figure_without_off_centre_crops() -> None:
     results = [result("1", {"ref": (0.9,) * 4, "a": (0.8,) * 4, "centre": (1,) * 4})]
     off = crop_quality.paired(results, ASPECTS, "ref")["a"]["off_centre"]

@@ -118,3 +118,14 @@ def test_best_fixation_crop_is_the_best_position(
         for y in range(100 - bh + 1)
     ]
     assert metrics.fixation_share(best, fix) == pytest.approx(max(others))
+
+
+def test_paired_interval_is_the_mean_difference_and_its_bootstrap_spread() -> None:
+    same = metrics.paired_interval(np.full(50, 1.5))
+    assert same == pytest.approx((1.5, 1.5, 1.5))  # the same gap on every image: no spread
+    mean, low, high = metrics.paired_interval(np.array([-4.0, 0.0, 1.0, 3.0]), resamples=4000)
+    assert mean == pytest.approx(0.0) and -4.0 <= low < mean < high <= 3.0
+    # weighted: each image's summed differences over its count of items (the ratio of the sums)
+    weighted = metrics.paired_interval(np.array([-6.0, 3.0]), np.array([2.0, 1.0]))
+    assert weighted is not None and weighted[0] == pytest.approx(-1.0)
+    assert metrics.paired_interval(np.array([0.0, 0.0]), np.zeros(2)) is None
